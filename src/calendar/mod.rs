@@ -1,0 +1,56 @@
+//! The contract calendar: periods, date shifting, cancellation dates and deadlines, billing
+//! periods and proration.
+//!
+//! **Architecture invariant:** everything in this module is a pure function of its arguments.
+//! No I/O, no clock, no time zone lookup: a business date is always passed in.
+
+mod cancellation;
+mod money;
+mod period;
+
+pub use cancellation::{
+    extend_term, CancellationDates, CancellationTerms, CancellationWindow, ExtendedTerm,
+    UnknownWindow,
+};
+pub use money::{billing_period, prorate, BillingPeriod};
+pub use period::{shift, shift_back, shift_times, Period, PeriodError, PeriodUnit};
+
+use chrono::{Datelike, NaiveDate};
+
+/// The last day of the month that `date` falls in.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::last_day_of_month;
+/// let d = NaiveDate::from_ymd_opt(2024, 2, 10).unwrap();
+/// assert_eq!(last_day_of_month(d), NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
+/// ```
+pub fn last_day_of_month(date: NaiveDate) -> NaiveDate {
+    let days = days_in_month(date.year(), date.month());
+    date.with_day(days).unwrap_or(date)
+}
+
+/// Number of days of `month` (1..=12) in `year`.
+pub fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ => {
+            if NaiveDate::from_ymd_opt(year, 2, 29).is_some() {
+                29
+            } else {
+                28
+            }
+        }
+    }
+}
+
+/// The day after `date` (saturating at the largest representable date).
+pub fn next_day(date: NaiveDate) -> NaiveDate {
+    date.succ_opt().unwrap_or(date)
+}
+
+/// The day before `date` (saturating at the smallest representable date).
+pub fn previous_day(date: NaiveDate) -> NaiveDate {
+    date.pred_opt().unwrap_or(date)
+}

@@ -1,0 +1,67 @@
+//! Billing periods from a line's anchor and proration of a shortened period.
+
+use chrono::NaiveDate;
+
+use super::{previous_day, shift_times, Period};
+
+/// One billing period of a contract line: `start..=end`, both inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingPeriod {
+    /// First day billed by this period.
+    pub start: NaiveDate,
+    /// Last day billed by this period (inclusive).
+    pub end: NaiveDate,
+}
+
+impl BillingPeriod {
+    /// Number of days in the period, both ends included.
+    pub fn days(&self) -> i64 {
+        (self.end - self.start).num_days() + 1
+    }
+}
+
+/// Billing period number `index` (0-based) of a line anchored at `anchor`: it starts at
+/// `shift(anchor, index × period)` and ends the day before period `index + 1` starts.
+/// Computed from the anchor, never step by step, so month ends do not drift.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::billing_period;
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// let third = billing_period(d("2024-01-31"), "1M".parse().unwrap(), 2);
+/// assert_eq!((third.start, third.end), (d("2024-03-31"), d("2024-04-29")));
+/// ```
+pub fn billing_period(anchor: NaiveDate, period: Period, index: i64) -> BillingPeriod {
+    let start = shift_times(anchor, period, index);
+    let next_start = shift_times(anchor, period, index.saturating_add(1));
+    BillingPeriod {
+        start,
+        end: previous_day(next_start).max(start),
+    }
+}
+
+/// `amount × used_days / period_days`, rounded half away from zero, on integer minor units.
+/// Computed in i128 so no product overflows; no floating point anywhere.
+/// A non-positive `period_days` yields the full amount.
+///
+/// ```
+/// use contractd::calendar::prorate;
+/// assert_eq!(prorate(10_000, 14, 31), 4_516); // 4516.129…
+/// assert_eq!(prorate(3, 1, 2), 2);            // 1.5 rounds away from zero
+/// assert_eq!(prorate(-3, 1, 2), -2);
+/// ```
+pub fn prorate(amount_minor: i64, used_days: i64, period_days: i64) -> i64 {
+    if period_days <= 0 {
+        return amount_minor;
+    }
+    let numerator = i128::from(amount_minor) * i128::from(used_days);
+    let denominator = i128::from(period_days);
+    let quotient = numerator / denominator;
+    let remainder = numerator % denominator;
+    let rounded = if 2 * remainder.abs() >= denominator {
+        quotient + numerator.signum()
+    } else {
+        quotient
+    };
+    i64::try_from(rounded).unwrap_or(if rounded > 0 { i64::MAX } else { i64::MIN })
+}

@@ -1,0 +1,2 @@
+//! contractd: the lifecycle of recurring contracts.
+pub mod calendar;
