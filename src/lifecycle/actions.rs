@@ -1,0 +1,1 @@
+//! Operator actions (SPEC section 6): cancel, end early, revoke.
