@@ -9,8 +9,8 @@ mod money;
 mod period;
 
 pub use cancellation::{
-    extend_term, CancellationDates, CancellationTerms, CancellationWindow, ExtendedTerm,
-    UnknownWindow,
+    extend_term, extension_end, CancellationDates, CancellationTerms, CancellationWindow,
+    ExtendedTerm, UnknownWindow,
 };
 pub use money::{billing_period, prorate, BillingPeriod};
 pub use period::{shift, shift_back, shift_times, Period, PeriodError, PeriodUnit};
@@ -53,4 +53,37 @@ pub fn next_day(date: NaiveDate) -> NaiveDate {
 /// The day before `date` (saturating at the smallest representable date).
 pub fn previous_day(date: NaiveDate) -> NaiveDate {
     date.pred_opt().unwrap_or(date)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn days_in_month_agrees_with_chrono() {
+        for year in [1900, 2000, 2023, 2024, 2100] {
+            for month in 1..=12 {
+                let first = NaiveDate::from_ymd_opt(year, month, 1).unwrap();
+                let next = first.checked_add_months(chrono::Months::new(1)).unwrap();
+                assert_eq!(
+                    i64::from(days_in_month(year, month)),
+                    (next - first).num_days(),
+                    "{year}-{month}"
+                );
+                assert_eq!(last_day_of_month(first).day(), days_in_month(year, month));
+            }
+        }
+    }
+
+    #[test]
+    fn next_and_previous_day_saturate() {
+        assert_eq!(next_day(d("2024-02-28")), d("2024-02-29"));
+        assert_eq!(previous_day(d("2024-03-01")), d("2024-02-29"));
+        assert_eq!(next_day(NaiveDate::MAX), NaiveDate::MAX);
+        assert_eq!(previous_day(NaiveDate::MIN), NaiveDate::MIN);
+    }
 }

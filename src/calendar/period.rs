@@ -90,14 +90,12 @@ impl Period {
     /// assert_eq!((p.count(), p.unit()), (2, PeriodUnit::Week));
     /// ```
     pub fn parse(text: &str) -> Result<Period, PeriodError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(PeriodError::Empty);
-        }
-        let mut chars = trimmed.chars();
+        // No trimming: the SPEC admits exactly `<n><unit>`, so " 1M" or "1M " is invalid input
+        // rather than something silently repaired.
+        let mut chars = text.chars();
         let unit_char = chars.next_back().ok_or(PeriodError::Empty)?;
         let digits = chars.as_str();
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(PeriodError::Malformed(text.to_string()));
         }
         let unit = match unit_char.to_ascii_uppercase() {
@@ -108,12 +106,19 @@ impl Period {
             'Y' => PeriodUnit::Year,
             _ => return Err(PeriodError::UnknownUnit(text.to_string())),
         };
-        if digits.len() > 3 {
+        // Judge the count by its value, not its length: "007D" is 7 days, while any number of
+        // digits beyond 999 is out of range (and never overflows an integer type).
+        let significant = digits.trim_start_matches('0');
+        if significant.len() > 3 {
             return Err(PeriodError::CountOutOfRange(text.to_string()));
         }
-        let count: u16 = digits
-            .parse()
-            .map_err(|_| PeriodError::Malformed(text.to_string()))?;
+        let count: u16 = if significant.is_empty() {
+            0
+        } else {
+            significant
+                .parse()
+                .map_err(|_| PeriodError::Malformed(text.to_string()))?
+        };
         Period::new(count, unit).ok_or_else(|| PeriodError::CountOutOfRange(text.to_string()))
     }
 
@@ -133,7 +138,7 @@ impl Period {
     }
 
     /// The period as whole months, for M, Q and Y; `None` for D and W.
-    fn months(self) -> Option<i64> {
+    pub(super) fn months(self) -> Option<i64> {
         let n = i64::from(self.count);
         match self.unit {
             PeriodUnit::Month => Some(n),
@@ -239,28 +244,197 @@ pub fn shift_times(date: NaiveDate, period: Period, times: i64) -> NaiveDate {
     shift_months(date, months)
 }
 
+/// Whether `date` is the last day of its month (the month-end rule's trigger).
+pub(super) fn is_month_end(date: NaiveDate) -> bool {
+    date.day() == days_in_month(date.year(), date.month())
+}
+
 /// Move by whole months with the month-end rule.
 fn shift_months(date: NaiveDate, months: i64) -> NaiveDate {
-    let index = i64::from(date.year()) * 12 + i64::from(date.month0()) + months;
+    let saturated = if months >= 0 {
+        NaiveDate::MAX
+    } else {
+        NaiveDate::MIN
+    };
+    // `months` may be anything up to i64::MAX (a saturated `times`): add checked, so a far
+    // shift saturates instead of overflowing.
+    let Some(index) = (i64::from(date.year()) * 12 + i64::from(date.month0())).checked_add(months)
+    else {
+        return saturated;
+    };
     let year = index.div_euclid(12);
     let month0 = index.rem_euclid(12) as u32;
     let Ok(year) = i32::try_from(year) else {
-        return if months >= 0 {
-            NaiveDate::MAX
-        } else {
-            NaiveDate::MIN
-        };
+        return saturated;
     };
     let target_len = days_in_month(year, month0 + 1);
-    let is_month_end = date.day() == days_in_month(date.year(), date.month());
-    let day = if is_month_end {
+    let day = if is_month_end(date) {
         target_len
     } else {
         date.day().min(target_len)
     };
-    NaiveDate::from_ymd_opt(year, month0 + 1, day).unwrap_or(if months >= 0 {
-        NaiveDate::MAX
-    } else {
-        NaiveDate::MIN
-    })
+    NaiveDate::from_ymd_opt(year, month0 + 1, day).unwrap_or(saturated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    fn p(text: &str) -> Period {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_unit_in_either_case() {
+        let units = [
+            ('d', PeriodUnit::Day),
+            ('w', PeriodUnit::Week),
+            ('m', PeriodUnit::Month),
+            ('q', PeriodUnit::Quarter),
+            ('y', PeriodUnit::Year),
+        ];
+        for (letter, unit) in units {
+            for count in [0_u16, 1, 9, 10, 99, 100, 999] {
+                for text in [
+                    format!("{count}{letter}"),
+                    format!("{count}{}", letter.to_ascii_uppercase()),
+                ] {
+                    let period = Period::parse(&text).unwrap();
+                    assert_eq!((period.count(), period.unit()), (count, unit), "{text}");
+                    assert_eq!(period.to_string(), text.to_ascii_uppercase());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn leading_zeros_count_by_value() {
+        assert_eq!(p("007D"), p("7D"));
+        assert_eq!(p("0999M"), p("999M"));
+        assert_eq!(p("00D"), Period::NONE);
+        assert_eq!(
+            Period::parse("0001000D"),
+            Err(PeriodError::CountOutOfRange("0001000D".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_everything_else_with_a_typed_error() {
+        use PeriodError::*;
+        let cases = [
+            ("", Empty),
+            ("1", Malformed("1".into())),
+            ("M", Malformed("M".into())),
+            ("-1M", Malformed("-1M".into())),
+            ("+1M", Malformed("+1M".into())),
+            ("1.5M", Malformed("1.5M".into())),
+            (" 1 M", Malformed(" 1 M".into())),
+            (" 1M", Malformed(" 1M".into())),
+            ("1M ", Malformed("1M ".into())),
+            ("1MM", Malformed("1MM".into())),
+            ("M1", Malformed("M1".into())),
+            ("1X", UnknownUnit("1X".into())),
+            ("1é", UnknownUnit("1é".into())),
+            ("١M", Malformed("١M".into())),
+            ("1000D", CountOutOfRange("1000D".into())),
+            (
+                "99999999999999999999999D",
+                CountOutOfRange("99999999999999999999999D".into()),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Period::parse(text), Err(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn new_rejects_counts_above_999() {
+        assert!(Period::new(999, PeriodUnit::Year).is_some());
+        assert_eq!(Period::new(1000, PeriodUnit::Day), None);
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let period: Period = serde_json::from_str("\"3q\"").unwrap();
+        assert_eq!(period, p("3Q"));
+        assert_eq!(serde_json::to_string(&period).unwrap(), "\"3Q\"");
+        assert!(serde_json::from_str::<Period>("\"3 Q\"").is_err());
+    }
+
+    #[test]
+    fn zero_periods_are_none_and_shift_nothing() {
+        for text in ["0D", "0W", "0M", "0Q", "0Y"] {
+            let period = p(text);
+            assert!(period.is_none());
+            for date in ["2024-02-29", "2025-01-31", "2025-06-15"] {
+                assert_eq!(shift(d(date), period), d(date));
+                assert_eq!(shift_back(d(date), period), d(date));
+            }
+        }
+    }
+
+    #[test]
+    fn month_end_rule() {
+        assert_eq!(shift(d("2025-01-31"), p("1M")), d("2025-02-28"));
+        assert_eq!(shift(d("2025-02-28"), p("1M")), d("2025-03-31"));
+        assert_eq!(shift(d("2024-02-28"), p("1M")), d("2024-03-28"));
+        assert_eq!(shift(d("2025-04-30"), p("1Q")), d("2025-07-31"));
+        assert_eq!(shift_back(d("2025-03-31"), p("1M")), d("2025-02-28"));
+        assert_eq!(shift_back(d("2025-03-30"), p("1M")), d("2025-02-28"));
+        assert_eq!(shift_times(d("2025-01-31"), p("1M"), 2), d("2025-03-31"));
+        assert_eq!(shift_times(d("2025-01-30"), p("1M"), -2), d("2024-11-30"));
+        assert_eq!(shift_times(d("2025-01-15"), p("2W"), -3), d("2024-12-04"));
+        assert_eq!(shift_times(d("2025-01-15"), p("1Y"), 0), d("2025-01-15"));
+    }
+
+    #[test]
+    fn is_month_end_on_every_month_end() {
+        assert!(is_month_end(d("2024-02-29")));
+        assert!(!is_month_end(d("2024-02-28")));
+        assert!(is_month_end(d("2025-02-28")));
+        assert!(is_month_end(d("2025-04-30")));
+        assert!(!is_month_end(d("2025-05-30")));
+    }
+
+    #[test]
+    fn far_shifts_saturate_instead_of_overflowing() {
+        // Regression: a saturated month count overflowed the month index (a panic in debug
+        // builds) for M, Q and Y with very large `times`.
+        let date = d("2025-01-15");
+        for unit in ["1M", "1Q", "999Y", "7D", "999W"] {
+            assert_eq!(
+                shift_times(date, p(unit), i64::MAX),
+                NaiveDate::MAX,
+                "{unit}"
+            );
+            assert_eq!(
+                shift_times(date, p(unit), i64::MIN),
+                NaiveDate::MIN,
+                "{unit}"
+            );
+        }
+        assert_eq!(shift(NaiveDate::MAX, p("1M")), NaiveDate::MAX);
+        assert_eq!(shift_back(NaiveDate::MIN, p("1D")), NaiveDate::MIN);
+    }
+
+    #[test]
+    fn shift_is_monotone_and_shift_back_undoes_day_shifts() {
+        let periods = ["1D", "5D", "1W", "1M", "2M", "1Q", "1Y", "13M"].map(p);
+        let mut date = d("2023-01-01");
+        while date < d("2025-12-31") {
+            let next = date.succ_opt().unwrap();
+            for period in periods {
+                assert!(shift(date, period) <= shift(next, period));
+                assert!(shift_back(date, period) <= shift_back(next, period));
+                if period.days().is_some() {
+                    assert_eq!(shift_back(shift(date, period), period), date);
+                }
+            }
+            date = next;
+        }
+    }
 }
