@@ -6,3 +6,4 @@ mod text_enum;
 pub mod calendar;
 pub mod contract;
 pub mod lifecycle;
+pub mod storage;

@@ -1,0 +1,366 @@
+//! Storage: the one trait the rest of contractd talks to, and one module per database.
+//!
+//! **Architecture invariant:** only the modules under `storage` know SQL. Everything above
+//! speaks in contracts, transitions, run claims and batches.
+//!
+//! Exactly-once effect of the daily jobs rests on three layers, all enforced here:
+//! 1. the run ledger claim (`INSERT … ON CONFLICT` on (job, zone, business date), with a lease
+//!    that another process may take over once it expires);
+//! 2. every contract update is guarded by the version it was read at;
+//! 3. transition events have a unique key per contract.
+
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::NaiveDate;
+
+use crate::contract::record::InvalidContract;
+use crate::contract::{Contract, ContractEvent, EventKind};
+use crate::lifecycle::Job;
+
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A contract with this ref already exists.
+    #[error("contract '{0}' already exists")]
+    DuplicateReference(String),
+    /// The same transition was about to be recorded twice: the batch was rolled back.
+    #[error("contract '{contract_ref}': transition '{transition_key}' is already recorded")]
+    DuplicateTransition {
+        /// The contract concerned.
+        contract_ref: String,
+        /// The key that already exists.
+        transition_key: String,
+    },
+    /// Another process took over the run (our lease expired): the batch was rolled back.
+    #[error("run {run_id} was taken over by another process")]
+    LeaseLost {
+        /// The attempt that lost its lease.
+        run_id: String,
+    },
+    /// The database URL cannot be used.
+    #[error("database url: {0}")]
+    Url(String),
+}
+
+/// A contract as read from the database, valid or not.
+#[derive(Debug, Clone)]
+pub struct LoadedContract {
+    /// Storage key: keyset pagination and guarded updates use it.
+    pub id: i64,
+    /// Incremented by every update; an update names the version it read.
+    pub version: i64,
+    /// The contract's ref, also when the row is invalid (for the log).
+    pub reference: String,
+    /// The due date the row was selected by (for the batch cursor), when selected by a job.
+    pub due: Option<NaiveDate>,
+    /// The contract, or why the row breaks the rules (it was written by another system).
+    pub contract: Result<Contract, InvalidContract>,
+}
+
+/// One contract update, applied only if the row still has `expected_version`.
+#[derive(Debug, Clone)]
+pub struct ContractChange {
+    /// Storage key of the contract.
+    pub id: i64,
+    /// The version the change was computed from.
+    pub expected_version: i64,
+    /// The new state.
+    pub contract: Contract,
+    /// Whether lines, schedules, documents, renewals or change requests changed (they are
+    /// rewritten only then).
+    pub children_changed: bool,
+    /// Why it changed.
+    pub events: Vec<ContractEvent>,
+}
+
+/// The key of a ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    /// Which job.
+    pub job: Job,
+    /// Which IANA zone.
+    pub zone: String,
+    /// Which business date of that zone.
+    pub business_date: NaiveDate,
+}
+
+/// Where a job's keyset scan has got to: rows are read in (due date, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCursor {
+    /// Due date of the last row read.
+    pub due: NaiveDate,
+    /// Id of the last row read.
+    pub id: i64,
+}
+
+/// Counts of a run, cumulative over its batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Contracts read.
+    pub examined: i64,
+    /// Contracts changed.
+    pub changed: i64,
+    /// Contracts skipped (invalid rows, refusals, concurrent updates).
+    pub skipped: i64,
+}
+
+impl RunCounts {
+    /// Sum of two counts.
+    pub fn plus(self, other: RunCounts) -> RunCounts {
+        RunCounts {
+            examined: self.examined + other.examined,
+            changed: self.changed + other.changed,
+            skipped: self.skipped + other.skipped,
+        }
+    }
+}
+
+/// A claimed ledger row: this process may work on the run until its lease ends.
+#[derive(Debug, Clone)]
+pub struct RunClaim {
+    /// Ledger row id.
+    pub row_id: i64,
+    /// This attempt's id (changes on takeover, so a stale holder's commits are refused).
+    pub run_id: String,
+    /// What is being run.
+    pub key: RunKey,
+    /// Where a previous attempt stopped (a resumed run starts after it).
+    pub cursor: Option<BatchCursor>,
+    /// What previous attempts already counted.
+    pub counts: RunCounts,
+    /// How many attempts the run has had, this one included.
+    pub attempts: i64,
+}
+
+/// Ledger progress written in the same transaction as a batch's changes.
+#[derive(Debug, Clone)]
+pub struct BatchProgress<'a> {
+    /// The claim the batch belongs to.
+    pub claim: &'a RunClaim,
+    /// The cursor after this batch.
+    pub cursor: Option<BatchCursor>,
+    /// Cumulative counts after this batch.
+    pub counts: RunCounts,
+    /// The renewed lease end (Unix ms).
+    pub lease_until_ms: i64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Changes applied.
+    pub applied: i64,
+    /// Changes not applied because the row had moved on (another process changed it).
+    pub conflicts: i64,
+}
+
+text_enum! {
+    /// The state of a ledger row.
+    RunStatus {
+        /// Claimed, being worked on (or its holder died: the lease tells).
+        Running => "running",
+        /// Done for that business date.
+        Succeeded => "succeeded",
+        /// Stopped by an error; the next tick retries it.
+        Failed => "failed",
+    }
+}
+
+/// A ledger row, for `contractd runs`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// What ran.
+    pub key: RunKey,
+    /// The latest attempt's id.
+    pub run_id: String,
+    /// The process that holds or held the lease.
+    pub owner: String,
+    /// Running, succeeded or failed.
+    pub status: RunStatus,
+    /// How many attempts.
+    pub attempts: i64,
+    /// Committed batches.
+    pub batches: i64,
+    /// Cumulative counts.
+    pub counts: RunCounts,
+    /// The last error.
+    pub error: Option<String>,
+    /// When the first attempt started (Unix ms).
+    pub started_at_ms: i64,
+    /// When it finished (Unix ms).
+    pub finished_at_ms: Option<i64>,
+}
+
+/// An event as stored, for `contractd history`.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// What happened.
+    pub kind: String,
+    /// When it took effect.
+    pub effective_on: NaiveDate,
+    /// The line concerned.
+    pub line_ref: Option<String>,
+    /// Details as JSON.
+    pub details: serde_json::Value,
+    /// The unique transition key.
+    pub transition_key: String,
+    /// The run that made it, for daily jobs.
+    pub run_id: Option<String>,
+    /// When it was recorded (Unix ms).
+    pub recorded_at_ms: i64,
+}
+
+/// A new contract with the event that records its creation.
+#[derive(Debug, Clone)]
+pub struct NewContract {
+    /// The contract, computed fields filled in.
+    pub contract: Contract,
+    /// Its business date at import (the `imported` event's effective date).
+    pub imported_on: NaiveDate,
+}
+
+/// Everything contractd stores. One implementation per database; both pass the same
+/// conformance suite (`tests/storage_conformance.rs`).
+pub trait ContractStore: Send + Sync + Clone + 'static {
+    /// Apply the schema migrations of this dialect.
+    fn migrate(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Whether the database answers and every migration is applied.
+    fn readiness(&self) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Insert contracts, all or none, each with an `imported` event. A ref that exists
+    /// already fails the whole call with [`StorageError::DuplicateReference`].
+    fn insert_contracts(
+        &self,
+        contracts: &[NewContract],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Which of these refs already exist.
+    fn existing_references(
+        &self,
+        references: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// One contract by ref.
+    fn load_contract(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<LoadedContract>, StorageError>> + Send;
+
+    /// Contracts in id order after `after_id`, at most `limit` (export).
+    fn contracts_page(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LoadedContract>, StorageError>> + Send;
+
+    /// The events of one contract, oldest first.
+    fn events(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StorageError>> + Send;
+
+    /// Every zone that has contracts.
+    fn zones(&self) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// The (job, zone, business date) runs that succeeded on or after `since`.
+    fn succeeded_runs_since(
+        &self,
+        since: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<RunKey>, StorageError>> + Send;
+
+    /// Claim a run: create its ledger row, or take it over when it failed or its lease
+    /// expired. `None` when it succeeded already or another process holds a live lease.
+    fn claim_run(
+        &self,
+        key: &RunKey,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Option<RunClaim>, StorageError>> + Send;
+
+    /// The next batch of contracts due for `job` in `zone` on `business_date` (due date before
+    /// it), in (due date, id) order after `after`.
+    fn due_batch(
+        &self,
+        job: Job,
+        zone: &str,
+        business_date: NaiveDate,
+        after: Option<BatchCursor>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LoadedContract>, StorageError>> + Send;
+
+    /// Apply changes in one transaction: each guarded by its expected version, with its
+    /// events; with `progress`, the ledger row is advanced in the same transaction (refused
+    /// with [`StorageError::LeaseLost`] when another attempt took the run over).
+    fn commit_batch(
+        &self,
+        progress: Option<BatchProgress<'_>>,
+        changes: &[ContractChange],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<CommitOutcome, StorageError>> + Send;
+
+    /// Close a run with its outcome.
+    fn finish_run(
+        &self,
+        claim: &RunClaim,
+        status: RunStatus,
+        counts: RunCounts,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The ledger, newest first.
+    fn runs(&self, limit: u32)
+        -> impl Future<Output = Result<Vec<RunRecord>, StorageError>> + Send;
+
+    /// How many contracts have each status.
+    fn count_by_status(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StorageError>> + Send;
+}
+
+/// The transition key stored for an event: the rule's own key for daily jobs, or one made
+/// unique by the contract's new version for operator actions.
+pub(crate) fn transition_key(event: &ContractEvent, new_version: i64, index: usize) -> String {
+    match &event.transition_key {
+        Some(key) => key.clone(),
+        None => format!("v{new_version}:{index}:{}", event.kind),
+    }
+}
+
+/// The `imported` event of a new contract.
+pub(crate) fn imported_event(contract: &Contract, imported_on: NaiveDate) -> ContractEvent {
+    ContractEvent {
+        kind: EventKind::Imported,
+        effective_on: imported_on,
+        line_ref: None,
+        details: serde_json::json!({ "status": contract.status.as_str() }),
+        transition_key: Some("imported".to_string()),
+    }
+}
+
+/// Hide the password of a database URL, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}

@@ -1,0 +1,1 @@
+//! PostgreSQL: the production database (placeholder until its module lands).
