@@ -7,3 +7,8 @@ pub mod calendar;
 pub mod contract;
 pub mod lifecycle;
 pub mod storage;
+pub mod clock;
+pub mod config;
+pub mod telemetry;
+pub mod shutdown;
+pub mod sweep;

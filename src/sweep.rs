@@ -1,0 +1,573 @@
+//! The daily sweep: for each (zone, business date) that is due, the four jobs in order, each
+//! claimed in the run ledger and worked through in bounded batches.
+//!
+//! **Architecture invariant:** [`run_job`] runs one job for one (zone, date) and is the only
+//! way a job runs, so tests call it directly instead of sleeping until midnight. The
+//! scheduler only decides *when* to call [`sweep_due`]; the rules in `lifecycle` decide *what*
+//! changes.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use crate::clock::{business_date, unix_ms, Clock};
+use crate::contract::Contract;
+use crate::lifecycle::{apply_job, Job, RulePolicy};
+use crate::shutdown::Shutdown;
+use crate::storage::{
+    BatchCursor, BatchProgress, ContractChange, ContractStore, RunClaim, RunCounts, RunKey,
+    RunStatus, StorageError,
+};
+
+/// How the sweep works; from configuration.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// Contracts per batch (one transaction each).
+    pub batch_size: u32,
+    /// How long a claim lasts without progress before another process may take it over.
+    pub lease: Duration,
+    /// What the rules may do.
+    pub policy: RulePolicy,
+    /// This process's name in the ledger.
+    pub owner: String,
+    /// Only these jobs (all when empty).
+    pub jobs: Vec<Job>,
+    /// Only these zones (all when empty).
+    pub zones: Vec<String>,
+    /// Run this business date in every zone instead of each zone's current local date.
+    pub as_of: Option<NaiveDate>,
+    /// Work out and report what would change, write nothing.
+    pub dry_run: bool,
+}
+
+impl SweepOptions {
+    /// Options for one process with the given batch size and lease, all jobs and zones.
+    pub fn new(batch_size: u32, lease: Duration, policy: RulePolicy) -> SweepOptions {
+        SweepOptions {
+            batch_size,
+            lease,
+            policy,
+            owner: process_owner(),
+            jobs: Vec::new(),
+            zones: Vec::new(),
+            as_of: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// A name for this process in the ledger: host, pid and a random suffix.
+pub fn process_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}
+
+/// How one job run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Every due contract was examined.
+    Succeeded,
+    /// Stopped by an error; committed batches stay, the next tick retries.
+    Failed(String),
+    /// Another process holds the run (or finished it meanwhile).
+    NotClaimed,
+    /// Shutdown was requested: committed batches stay, the lease was released.
+    Interrupted,
+    /// Dry run: nothing written.
+    DryRun,
+}
+
+impl JobOutcome {
+    /// The word used in logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed(_) => "failed",
+            JobOutcome::NotClaimed => "not_claimed",
+            JobOutcome::Interrupted => "interrupted",
+            JobOutcome::DryRun => "dry_run",
+        }
+    }
+}
+
+/// What one job run did.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// What ran.
+    pub key: RunKey,
+    /// The attempt's id (empty when not claimed).
+    pub run_id: String,
+    /// Counts of this attempt and the attempts before it.
+    pub counts: RunCounts,
+    /// Rows skipped because they break the rules (subset of `counts.skipped`).
+    pub invalid_rows: i64,
+    /// Wall time of this attempt.
+    pub duration: Duration,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Dry run: one line per contract that would change.
+    pub planned: Vec<String>,
+}
+
+/// Everything one sweep did.
+#[derive(Debug, Clone, Default)]
+pub struct SweepReport {
+    /// One report per job run attempted, in order.
+    pub jobs: Vec<JobReport>,
+}
+
+impl SweepReport {
+    /// Whether any job failed (exit code 1 for `contractd run`).
+    pub fn any_failed(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|job| matches!(job.outcome, JobOutcome::Failed(_)))
+    }
+
+    /// Whether shutdown interrupted a job.
+    pub fn interrupted(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|job| job.outcome == JobOutcome::Interrupted)
+    }
+}
+
+/// The (zone, business date) pairs a sweep at `now` works on, with the zone parsed.
+/// Zones that are not IANA names (written by another system) are logged and left out.
+pub async fn due_zones<S: ContractStore>(
+    store: &S,
+    now: DateTime<Utc>,
+    options: &SweepOptions,
+) -> Result<Vec<(Tz, NaiveDate)>, StorageError> {
+    let mut zones = Vec::new();
+    for name in store.zones().await? {
+        if !options.zones.is_empty() && !options.zones.contains(&name) {
+            continue;
+        }
+        match name.parse::<Tz>() {
+            Ok(zone) => {
+                let date = options.as_of.unwrap_or_else(|| business_date(now, zone));
+                zones.push((zone, date));
+            }
+            Err(_) => tracing::warn!(
+                event = "zone.invalid",
+                zone = %name,
+                "contracts name a zone that is not an IANA time zone; they are not swept"
+            ),
+        }
+    }
+    Ok(zones)
+}
+
+/// The runs not yet succeeded among `zones` × jobs, in job order per zone.
+pub async fn pending_runs<S: ContractStore>(
+    store: &S,
+    zones: &[(Tz, NaiveDate)],
+    jobs: &[Job],
+) -> Result<Vec<RunKey>, StorageError> {
+    let Some(earliest) = zones.iter().map(|(_, date)| *date).min() else {
+        return Ok(Vec::new());
+    };
+    let done: HashSet<RunKey> = store
+        .succeeded_runs_since(earliest)
+        .await?
+        .into_iter()
+        .collect();
+    let jobs: &[Job] = if jobs.is_empty() { Job::ALL } else { jobs };
+    let mut pending = Vec::new();
+    for (zone, date) in zones {
+        for job in Job::ALL.iter().filter(|job| jobs.contains(job)) {
+            let key = RunKey {
+                job: *job,
+                zone: zone.name().to_string(),
+                business_date: *date,
+            };
+            if !done.contains(&key) {
+                pending.push(key);
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// One sweep of everything due at the clock's current instant: every pending run, in job
+/// order per zone. A failed job stops the later jobs of its zone (they wait for the retry);
+/// shutdown stops after the batch in flight.
+pub async fn sweep_due<S: ContractStore>(
+    store: &S,
+    clock: &dyn Clock,
+    options: &SweepOptions,
+    shutdown: &Shutdown,
+) -> Result<SweepReport, StorageError> {
+    let zones = due_zones(store, clock.now(), options).await?;
+    let runs = if options.dry_run {
+        let jobs: &[Job] = if options.jobs.is_empty() {
+            Job::ALL
+        } else {
+            &options.jobs
+        };
+        zones
+            .iter()
+            .flat_map(|(zone, date)| {
+                jobs.iter().map(move |job| RunKey {
+                    job: *job,
+                    zone: zone.name().to_string(),
+                    business_date: *date,
+                })
+            })
+            .collect()
+    } else {
+        pending_runs(store, &zones, &options.jobs).await?
+    };
+    let mut report = SweepReport::default();
+    let mut stopped_zones: HashSet<String> = HashSet::new();
+    for key in runs {
+        if stopped_zones.contains(&key.zone) {
+            continue;
+        }
+        if shutdown.is_requested() {
+            break;
+        }
+        let job_report = run_job(store, clock, options, &key, shutdown).await;
+        if matches!(
+            job_report.outcome,
+            JobOutcome::Failed(_) | JobOutcome::Interrupted
+        ) {
+            stopped_zones.insert(key.zone.clone());
+        }
+        let interrupted = job_report.outcome == JobOutcome::Interrupted;
+        report.jobs.push(job_report);
+        if interrupted {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Run one job for one (zone, business date): claim it in the ledger, work through the due
+/// contracts in batches (each batch and its ledger progress in one transaction), and close
+/// the run. Never panics and never returns an error: failures are in the report and the
+/// ledger.
+pub async fn run_job<S: ContractStore>(
+    store: &S,
+    clock: &dyn Clock,
+    options: &SweepOptions,
+    key: &RunKey,
+    shutdown: &Shutdown,
+) -> JobReport {
+    let started = Instant::now();
+    let mut report = JobReport {
+        key: key.clone(),
+        run_id: String::new(),
+        counts: RunCounts::default(),
+        invalid_rows: 0,
+        duration: Duration::ZERO,
+        outcome: JobOutcome::DryRun,
+        planned: Vec::new(),
+    };
+    if options.dry_run {
+        if let Err(error) = dry_run(store, options, key, &mut report).await {
+            report.outcome = JobOutcome::Failed(error.to_string());
+        }
+        report.duration = started.elapsed();
+        return report;
+    }
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX / 4);
+    let claim = match store
+        .claim_run(key, &options.owner, unix_ms(clock.now()), lease_ms)
+        .await
+    {
+        Ok(Some(claim)) => claim,
+        Ok(None) => {
+            report.outcome = JobOutcome::NotClaimed;
+            report.duration = started.elapsed();
+            return report;
+        }
+        Err(error) => {
+            report.outcome = JobOutcome::Failed(error.to_string());
+            report.duration = started.elapsed();
+            log_finished(&report);
+            return report;
+        }
+    };
+    report.run_id = claim.run_id.clone();
+    report.counts = claim.counts;
+    let worked = work_through(
+        store,
+        clock,
+        options,
+        &claim,
+        shutdown,
+        lease_ms,
+        &mut report,
+    )
+    .await;
+    let now_ms = unix_ms(clock.now());
+    let (status, error) = match &worked {
+        Ok(true) => (RunStatus::Succeeded, None),
+        Ok(false) => (RunStatus::Running, None),
+        Err(error) => (RunStatus::Failed, Some(error.to_string())),
+    };
+    report.outcome = match (&worked, status) {
+        (Err(error), _) => JobOutcome::Failed(error.to_string()),
+        (Ok(_), RunStatus::Running) => JobOutcome::Interrupted,
+        _ => JobOutcome::Succeeded,
+    };
+    if let Err(finish_error) = store
+        .finish_run(&claim, status, report.counts, error.as_deref(), now_ms)
+        .await
+    {
+        report.outcome = JobOutcome::Failed(format!(
+            "{}closing the run failed: {finish_error}",
+            error.map(|e| format!("{e}; ")).unwrap_or_default()
+        ));
+    }
+    report.duration = started.elapsed();
+    log_finished(&report);
+    report
+}
+
+/// The batches of one claimed run. `Ok(true)`: done; `Ok(false)`: stopped for shutdown.
+async fn work_through<S: ContractStore>(
+    store: &S,
+    clock: &dyn Clock,
+    options: &SweepOptions,
+    claim: &RunClaim,
+    shutdown: &Shutdown,
+    lease_ms: i64,
+    report: &mut JobReport,
+) -> Result<bool, StorageError> {
+    let key = &claim.key;
+    let mut cursor = claim.cursor;
+    loop {
+        if shutdown.is_requested() {
+            return Ok(false);
+        }
+        let batch = store
+            .due_batch(
+                key.job,
+                &key.zone,
+                key.business_date,
+                cursor,
+                options.batch_size,
+            )
+            .await?;
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        let full = batch.len() >= options.batch_size as usize;
+        let mut counts = RunCounts::default();
+        let mut changes = Vec::new();
+        for loaded in batch {
+            counts.examined += 1;
+            if let Some(due) = loaded.due {
+                cursor = Some(BatchCursor { due, id: loaded.id });
+            }
+            let contract = match loaded.contract {
+                Ok(contract) => contract,
+                Err(invalid) => {
+                    counts.skipped += 1;
+                    report.invalid_rows += 1;
+                    let field = invalid
+                        .errors
+                        .first()
+                        .map(|error| error.field.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        event = "contract.invalid",
+                        contract_id = loaded.id,
+                        contract_ref = %loaded.reference,
+                        field = %field,
+                        reason = %invalid,
+                        job = key.job.as_str(),
+                        zone = %key.zone,
+                        "skipped a contract row that breaks the rules"
+                    );
+                    continue;
+                }
+            };
+            match apply_job(key.job, &contract, key.business_date, &options.policy) {
+                Ok(None) => {}
+                Ok(Some(transition)) => changes.push(ContractChange {
+                    id: loaded.id,
+                    expected_version: loaded.version,
+                    children_changed: children_differ(&contract, &transition.contract),
+                    contract: transition.contract,
+                    events: transition.events,
+                }),
+                Err(refusal) => {
+                    counts.skipped += 1;
+                    tracing::warn!(
+                        event = "contract.refused",
+                        contract_ref = %loaded.reference,
+                        field = %refusal.field,
+                        reason = %refusal.message,
+                        job = key.job.as_str(),
+                        zone = %key.zone,
+                        "a due rule could not be applied; the contract was skipped"
+                    );
+                }
+            }
+        }
+        let cumulative = report.counts.plus(counts);
+        let now_ms = unix_ms(clock.now());
+        let outcome = store
+            .commit_batch(
+                Some(BatchProgress {
+                    claim,
+                    cursor,
+                    counts: RunCounts {
+                        changed: cumulative.changed + changes.len() as i64,
+                        ..cumulative
+                    },
+                    lease_until_ms: now_ms.saturating_add(lease_ms),
+                }),
+                &changes,
+                now_ms,
+            )
+            .await?;
+        // The ledger got `changed` assuming every change applied; correct the in-memory
+        // count for conflicts (the next progress write or finish_run fixes the ledger).
+        report.counts = RunCounts {
+            changed: cumulative.changed + outcome.applied,
+            skipped: cumulative.skipped + outcome.conflicts,
+            ..cumulative
+        };
+        if outcome.conflicts > 0 {
+            tracing::warn!(
+                event = "contract.conflict",
+                job = key.job.as_str(),
+                zone = %key.zone,
+                conflicts = outcome.conflicts,
+                "contracts changed by another process meanwhile were left to it"
+            );
+        }
+        for change in &changes {
+            for event in &change.events {
+                tracing::info!(
+                    event = "contract.transition",
+                    contract_ref = %change.contract.reference,
+                    kind = event.kind.as_str(),
+                    to_status = change.contract.status.as_str(),
+                    effective_on = %event.effective_on,
+                    line_ref = event.line_ref.as_deref().unwrap_or(""),
+                    job = key.job.as_str(),
+                    run_id = %claim.run_id,
+                );
+            }
+        }
+        if !full {
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether anything but the contract row itself changed.
+fn children_differ(before: &Contract, after: &Contract) -> bool {
+    before.lines != after.lines
+        || before.schedules != after.schedules
+        || before.documents != after.documents
+        || before.renewals != after.renewals
+        || before.change_requests != after.change_requests
+}
+
+/// Work out what a job would change, writing nothing.
+async fn dry_run<S: ContractStore>(
+    store: &S,
+    options: &SweepOptions,
+    key: &RunKey,
+    report: &mut JobReport,
+) -> Result<(), StorageError> {
+    let mut cursor = None;
+    loop {
+        let batch = store
+            .due_batch(
+                key.job,
+                &key.zone,
+                key.business_date,
+                cursor,
+                options.batch_size,
+            )
+            .await?;
+        let full = batch.len() >= options.batch_size as usize;
+        for loaded in &batch {
+            report.counts.examined += 1;
+            if let Some(due) = loaded.due {
+                cursor = Some(BatchCursor { due, id: loaded.id });
+            }
+            match &loaded.contract {
+                Err(invalid) => {
+                    report.counts.skipped += 1;
+                    report.invalid_rows += 1;
+                    report
+                        .planned
+                        .push(format!("{}: skipped, {invalid}", loaded.reference));
+                }
+                Ok(contract) => {
+                    match apply_job(key.job, contract, key.business_date, &options.policy) {
+                        Ok(None) => {}
+                        Ok(Some(transition)) => {
+                            report.counts.changed += 1;
+                            let kinds: Vec<&str> = transition
+                                .events
+                                .iter()
+                                .map(|event| event.kind.as_str())
+                                .collect();
+                            report.planned.push(format!(
+                                "{}: {} -> {} ({})",
+                                loaded.reference,
+                                contract.status,
+                                transition.contract.status,
+                                kinds.join(", ")
+                            ));
+                        }
+                        Err(refusal) => {
+                            report.counts.skipped += 1;
+                            report
+                                .planned
+                                .push(format!("{}: refused, {refusal}", loaded.reference));
+                        }
+                    }
+                }
+            }
+        }
+        if !full || batch.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+fn log_finished(report: &JobReport) {
+    let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
+    match &report.outcome {
+        JobOutcome::Failed(error) => tracing::error!(
+            event = "job.failed",
+            job = report.key.job.as_str(),
+            zone = %report.key.zone,
+            business_date = %report.key.business_date,
+            run_id = %report.run_id,
+            error = %error,
+        ),
+        _ => {}
+    }
+    tracing::info!(
+        event = "job.finished",
+        job = report.key.job.as_str(),
+        zone = %report.key.zone,
+        business_date = %report.key.business_date,
+        run_id = %report.run_id,
+        examined = report.counts.examined,
+        changed = report.counts.changed,
+        skipped = report.counts.skipped,
+        duration_ms,
+        outcome = report.outcome.as_str(),
+    );
+}
