@@ -12,7 +12,10 @@ use chrono::NaiveDate;
 
 use crate::contract::{Contract, Transition};
 
-pub use rules::{auto_extend, execute_cancellations, expire, refresh_deadlines};
+pub use rules::{
+    auto_extend, execute_cancellations, execute_pending_cancellation,
+    execute_pending_line_cancellation, expire, refresh_deadlines,
+};
 
 text_enum! {
     /// The four daily jobs, in the order they run for each (zone, business date).
