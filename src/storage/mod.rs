@@ -21,6 +21,7 @@ use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, ContractEvent, EventKind};
 use crate::lifecycle::Job;
 
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage.
