@@ -4,11 +4,15 @@
 mod text_enum;
 
 pub mod calendar;
-pub mod contract;
-pub mod lifecycle;
-pub mod storage;
 pub mod clock;
 pub mod config;
-pub mod telemetry;
+pub mod contract;
+pub mod lifecycle;
 pub mod shutdown;
+pub mod storage;
 pub mod sweep;
+pub mod telemetry;
+pub mod transfer;
+pub mod cli;
+pub mod daemon;
+pub mod operator;

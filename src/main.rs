@@ -1,1 +1,5 @@
-fn main() {}
+//! contractd's binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    contractd::cli::main()
+}
