@@ -141,6 +141,9 @@ pub struct CancelArgs {
     /// Create a final invoice when the cancellation executes.
     #[arg(long)]
     pub final_invoice: bool,
+    /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// `end`.
@@ -160,6 +163,9 @@ pub struct EndArgs {
     /// Allow ending before already billed periods end (credits the difference).
     #[arg(long)]
     pub allow_end_before_billed_to: bool,
+    /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// `revoke`.
@@ -170,6 +176,9 @@ pub struct RevokeArgs {
     /// Revoke the pending cancellation of this line.
     #[arg(long, value_name = "L")]
     pub line: Option<String>,
+    /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 fn parse_job(text: &str) -> Result<Job, String> {
@@ -420,9 +429,26 @@ pub async fn execute<S: ContractStore>(
             }
             Ok(())
         }
-        Command::Cancel(args) => crate::operator::cancel(&store, settings, policy, args).await,
-        Command::End(args) => crate::operator::end(&store, settings, policy, args).await,
-        Command::Revoke(args) => crate::operator::revoke(&store, settings, args).await,
+        Command::Cancel(args) => {
+            let clock = action_clock(args.now);
+            crate::operator::cancel(&store, clock.as_ref(), policy, args).await
+        }
+        Command::End(args) => {
+            let clock = action_clock(args.now);
+            crate::operator::end(&store, clock.as_ref(), policy, args).await
+        }
+        Command::Revoke(args) => {
+            let clock = action_clock(args.now);
+            crate::operator::revoke(&store, clock.as_ref(), args).await
+        }
+    }
+}
+
+/// The clock of an operator action: the system clock, or `--now` (rehearsals and tests).
+fn action_clock(now: Option<DateTime<Utc>>) -> SharedClock {
+    match now {
+        Some(now) => Arc::new(OffsetClock::fixed(now)),
+        None => Arc::new(SystemClock),
     }
 }
 
