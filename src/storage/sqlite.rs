@@ -884,7 +884,7 @@ impl ContractStore for SqliteStore {
 }
 
 /// How long a failed run waits before a tick retries it.
-pub(crate) const RETRY_FAILED_RUN_AFTER_MS: i64 = 10_000;
+pub const RETRY_FAILED_RUN_AFTER_MS: i64 = 10_000;
 
 /// The lease and finish time written when a run ends: a succeeded run is closed; a failed one
 /// may be retried after a pause; a released one (`Running`, on shutdown) may be taken over at
