@@ -12,6 +12,13 @@ use super::{
 };
 
 /// Which dates a contract may be cancelled to.
+///
+/// ```
+/// use contractd::calendar::CancellationWindow;
+/// let window: CancellationWindow = "end_of_quarter".parse().unwrap();
+/// assert_eq!(window, CancellationWindow::EndOfQuarter);
+/// assert_eq!(window.to_string(), "end_of_quarter");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CancellationWindow {
     /// Only the end date (and, with auto extension, each extended end date).
@@ -25,12 +32,25 @@ pub enum CancellationWindow {
 }
 
 /// A text that names no cancellation window.
+///
+/// ```
+/// use contractd::calendar::{CancellationWindow, UnknownWindow};
+/// assert_eq!(
+///     "monthly".parse::<CancellationWindow>(),
+///     Err(UnknownWindow("monthly".to_string()))
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is not a cancellation window (expected end_of_term, end_of_month, end_of_quarter or end_of_year)")]
 pub struct UnknownWindow(pub String);
 
 impl CancellationWindow {
     /// The name used in files, the database and the command line.
+    ///
+    /// ```
+    /// use contractd::calendar::CancellationWindow;
+    /// assert_eq!(CancellationWindow::EndOfTerm.as_str(), "end_of_term");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             CancellationWindow::EndOfTerm => "end_of_term",
@@ -74,6 +94,25 @@ impl FromStr for CancellationWindow {
 }
 
 /// The cancellation date and its deadline as of one day.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::{CancellationDates, CancellationTerms, CancellationWindow};
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// let terms = CancellationTerms {
+///     start_date: d("2025-01-01"),
+///     end_date: None,
+///     minimum_term_end: None,
+///     notice_period: "1M".parse().unwrap(),
+///     window: CancellationWindow::EndOfMonth,
+///     extension_term: None,
+/// };
+/// let expected = CancellationDates {
+///     cancellation_date: d("2025-12-31"),
+///     latest_cancellation_date: d("2025-11-30"),
+/// };
+/// assert_eq!(terms.dates_as_of(d("2025-11-22")), Some(expected));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancellationDates {
     /// `C(T)`: the earliest date the contract can still be ended on by a regular cancellation.
@@ -84,6 +123,23 @@ pub struct CancellationDates {
 }
 
 /// The part of a contract that decides when it may be cancelled.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::{CancellationTerms, CancellationWindow, Period};
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// // A one-year term, extended by a year at a time unless cancelled a month ahead.
+/// let terms = CancellationTerms {
+///     start_date: d("2025-01-01"),
+///     end_date: Some(d("2025-12-31")),
+///     minimum_term_end: None,
+///     notice_period: "1M".parse().unwrap(),
+///     window: CancellationWindow::EndOfTerm,
+///     extension_term: Some("1Y".parse().unwrap()),
+/// };
+/// let dates = terms.dates_as_of(d("2025-12-01")).unwrap();
+/// assert_eq!(dates.cancellation_date, d("2026-12-31"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancellationTerms {
     /// First day of service: no window end before it is a possible end date.
@@ -296,6 +352,15 @@ fn may_land_on_month_end(date: NaiveDate, months: i64) -> bool {
 }
 
 /// The result of [`extend_term`].
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::{extend_term, ExtendedTerm};
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// let (notice, quarter) = ("0D".parse().unwrap(), "1Q".parse().unwrap());
+/// let extended = extend_term(d("2025-03-31"), notice, quarter, d("2025-09-01"));
+/// assert_eq!(extended, ExtendedTerm { end_date: d("2025-09-30"), terms_added: 2 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtendedTerm {
     /// The end date after all extensions.
@@ -306,7 +371,9 @@ pub struct ExtendedTerm {
 
 /// The auto-extension step of SPEC section 5.2: while the notice deadline of `end_date`
 /// (`end_date` moved back by `notice_period`) is before `business_date`, extend by
-/// `extension_term`. One call catches up any number of missed terms.
+/// `extension_term`. One call catches up any number of missed terms and lands exactly where
+/// daily sweeps would have ([`extension_end`]), which is also the cancellation date the
+/// contract showed as of `business_date` (`end_of_term` with this extension term).
 ///
 /// A zero `extension_term` extends nothing.
 ///
@@ -408,7 +475,9 @@ mod tests {
         let in_window = match terms.window {
             CancellationWindow::EndOfTerm => false,
             CancellationWindow::EndOfMonth => is_month_end(date),
-            CancellationWindow::EndOfQuarter => is_month_end(date) && date.month().is_multiple_of(3),
+            CancellationWindow::EndOfQuarter => {
+                is_month_end(date) && date.month().is_multiple_of(3)
+            }
             CancellationWindow::EndOfYear => date.month() == 12 && date.day() == 31,
         };
         match terms.end_date {

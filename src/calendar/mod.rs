@@ -30,7 +30,14 @@ pub fn last_day_of_month(date: NaiveDate) -> NaiveDate {
     date.with_day(days).unwrap_or(date)
 }
 
-/// Number of days of `month` (1..=12) in `year`.
+/// Number of days of `month` (1..=12) in `year`, leap years included.
+///
+/// ```
+/// use contractd::calendar::days_in_month;
+/// assert_eq!(days_in_month(2024, 2), 29);
+/// assert_eq!(days_in_month(2100, 2), 28);
+/// assert_eq!(days_in_month(2025, 4), 30);
+/// ```
 pub fn days_in_month(year: i32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -46,11 +53,27 @@ pub fn days_in_month(year: i32, month: u32) -> u32 {
 }
 
 /// The day after `date` (saturating at the largest representable date).
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::next_day;
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// assert_eq!(next_day(d("2024-02-28")), d("2024-02-29"));
+/// assert_eq!(next_day(NaiveDate::MAX), NaiveDate::MAX);
+/// ```
 pub fn next_day(date: NaiveDate) -> NaiveDate {
     date.succ_opt().unwrap_or(date)
 }
 
 /// The day before `date` (saturating at the smallest representable date).
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::previous_day;
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// assert_eq!(previous_day(d("2025-03-01")), d("2025-02-28"));
+/// assert_eq!(previous_day(NaiveDate::MIN), NaiveDate::MIN);
+/// ```
 pub fn previous_day(date: NaiveDate) -> NaiveDate {
     date.pred_opt().unwrap_or(date)
 }

@@ -5,6 +5,14 @@ use chrono::NaiveDate;
 use super::{previous_day, shift_times, Period};
 
 /// One billing period of a contract line: `start..=end`, both inclusive.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use contractd::calendar::{billing_period, BillingPeriod};
+/// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+/// let first = billing_period(d("2025-01-15"), "1M".parse().unwrap(), 0);
+/// assert_eq!(first, BillingPeriod { start: d("2025-01-15"), end: d("2025-02-14") });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BillingPeriod {
     /// First day billed by this period.
@@ -15,6 +23,14 @@ pub struct BillingPeriod {
 
 impl BillingPeriod {
     /// Number of days in the period, both ends included.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use contractd::calendar::BillingPeriod;
+    /// let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    /// let february = BillingPeriod { start: d("2024-02-01"), end: d("2024-02-29") };
+    /// assert_eq!(february.days(), 29);
+    /// ```
     pub fn days(&self) -> i64 {
         (self.end - self.start).num_days() + 1
     }

@@ -8,6 +8,12 @@ use chrono::{Datelike, Days, NaiveDate};
 use super::days_in_month;
 
 /// The unit of a [`Period`].
+///
+/// ```
+/// use contractd::calendar::{Period, PeriodUnit};
+/// assert_eq!(Period::parse("3q").unwrap().unit(), PeriodUnit::Quarter);
+/// assert_eq!(Period::new(2, PeriodUnit::Week).unwrap().to_string(), "2W");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeriodUnit {
     /// `D`: one calendar day.
@@ -54,6 +60,14 @@ pub struct Period {
 }
 
 /// Why a text is not a period.
+///
+/// ```
+/// use contractd::calendar::{Period, PeriodError};
+/// assert_eq!(Period::parse(""), Err(PeriodError::Empty));
+/// assert_eq!(Period::parse("1.5M"), Err(PeriodError::Malformed("1.5M".into())));
+/// assert_eq!(Period::parse("1000D"), Err(PeriodError::CountOutOfRange("1000D".into())));
+/// assert_eq!(Period::parse("1X"), Err(PeriodError::UnknownUnit("1X".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeriodError {
     /// Nothing was given.
@@ -72,17 +86,30 @@ pub enum PeriodError {
 
 impl Period {
     /// No time at all (`0D`).
+    ///
+    /// ```
+    /// use contractd::calendar::Period;
+    /// assert_eq!(Period::NONE, "0D".parse().unwrap());
+    /// assert!(Period::NONE.is_none());
+    /// ```
     pub const NONE: Period = Period {
         count: 0,
         unit: PeriodUnit::Day,
     };
 
     /// Build a period from a count and a unit; `None` when the count is above 999.
+    ///
+    /// ```
+    /// use contractd::calendar::{Period, PeriodUnit};
+    /// assert_eq!(Period::new(6, PeriodUnit::Month), Some("6M".parse().unwrap()));
+    /// assert_eq!(Period::new(1000, PeriodUnit::Day), None);
+    /// ```
     pub fn new(count: u16, unit: PeriodUnit) -> Option<Period> {
         (count <= 999).then_some(Period { count, unit })
     }
 
-    /// Parse `<n><unit>`, e.g. `3M`, `14d`, `0D`.
+    /// Parse `<n><unit>`, e.g. `3M`, `14d`, `0D`: an ASCII count of value 0..=999 (leading
+    /// zeros allowed) and a unit letter in either case, nothing else (no sign, no spaces).
     ///
     /// ```
     /// use contractd::calendar::{Period, PeriodUnit};
@@ -123,16 +150,32 @@ impl Period {
     }
 
     /// How many units.
+    ///
+    /// ```
+    /// use contractd::calendar::Period;
+    /// assert_eq!(Period::parse("14D").unwrap().count(), 14);
+    /// ```
     pub fn count(self) -> u16 {
         self.count
     }
 
     /// Which unit.
+    ///
+    /// ```
+    /// use contractd::calendar::{Period, PeriodUnit};
+    /// assert_eq!(Period::parse("1y").unwrap().unit(), PeriodUnit::Year);
+    /// ```
     pub fn unit(self) -> PeriodUnit {
         self.unit
     }
 
     /// True for a zero-length period (`0D`, `0M`, …).
+    ///
+    /// ```
+    /// use contractd::calendar::Period;
+    /// assert!(Period::parse("0M").unwrap().is_none());
+    /// assert!(!Period::parse("1D").unwrap().is_none());
+    /// ```
     pub fn is_none(self) -> bool {
         self.count == 0
     }
@@ -216,8 +259,10 @@ pub fn shift_back(date: NaiveDate, period: Period) -> NaiveDate {
 
 /// Move `date` by `times` × `period` in one step (negative `times` moves back).
 ///
-/// This is how billing periods and extension terms are computed from their anchor, never step
-/// by step: `shift_times(start, 1M, 2)` of 31 Jan is 31 Mar, not 29 Mar.
+/// This is how billing periods are computed from their anchor, never step by step:
+/// `shift_times(start, 1M, 2)` of 30 Jan 2024 is 30 Mar, where two steps would give 31 Mar
+/// (30 Jan → 29 Feb, a month end → 31 Mar). Auto-extension, which moves a stored end date one
+/// term per sweep, steps instead: see `extension_end`.
 /// Results beyond chrono's range saturate at its limits.
 ///
 /// ```
