@@ -57,7 +57,10 @@ pub(super) fn due_dates(contract: &Contract) -> DueDates {
     } else {
         None
     };
-    let line_expiry = active_lines().filter_map(|line| line.end_date).min();
+    let line_expiry = active_lines()
+        .filter_map(|line| line.end_date)
+        .filter(|end| pending.is_none_or(|pending_end| *end < pending_end))
+        .min();
     DueDates {
         cancellation: earliest(pending, line_cancellation),
         extension,
@@ -599,7 +602,9 @@ fn plan_periods(
 /// `expired` with its active lines (an open-ended line gets the contract's end date; pending
 /// line cancellations are dropped): event `expired`. Otherwise each active line whose own end
 /// date is before D becomes `expired` (its pending cancellation, which could no longer end it
-/// earlier, dropped) while the contract goes on: event `line_expired`.
+/// earlier, dropped) while the contract goes on: event `line_expired`. With a pending
+/// cancellation of the contract, only lines ending before its end date expire on their own;
+/// the others are ended by the cancellation when it executes.
 pub fn expire(contract: &Contract, business_date: NaiveDate) -> Option<Transition> {
     if contract.status != ContractStatus::Active {
         return None;
@@ -629,9 +634,14 @@ pub fn expire(contract: &Contract, business_date: NaiveDate) -> Option<Transitio
                 format!("expired:{end}"),
             ));
         }
-        _ => {
+        (pending, _) => {
+            // A line ending on or after a pending cancellation's end date is ended by that
+            // cancellation (cancelled, not expired) when it executes.
+            let pending_end = pending.as_ref().map(|pending| pending.end_date);
             for line in &mut next.lines {
-                let Some(end) = line.end_date.filter(|end| *end < business_date) else {
+                let Some(end) = line.end_date.filter(|end| {
+                    *end < business_date && pending_end.is_none_or(|pending_end| *end < pending_end)
+                }) else {
                     continue;
                 };
                 if line.status != LineStatus::Active {
