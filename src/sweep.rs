@@ -107,6 +107,9 @@ pub struct JobReport {
     pub run_id: String,
     /// Counts of this attempt and the attempts before it.
     pub counts: RunCounts,
+    /// Counts of the attempts before this one (from the claim): this attempt did `counts`
+    /// minus these, which is what per-process metrics add up.
+    pub prior_counts: RunCounts,
     /// Rows skipped because they break the rules (subset of `counts.skipped`).
     pub invalid_rows: i64,
     /// Wall time of this attempt.
@@ -268,6 +271,7 @@ pub async fn run_job<S: ContractStore>(
         key: key.clone(),
         run_id: String::new(),
         counts: RunCounts::default(),
+        prior_counts: RunCounts::default(),
         invalid_rows: 0,
         duration: Duration::ZERO,
         outcome: JobOutcome::DryRun,
@@ -300,6 +304,7 @@ pub async fn run_job<S: ContractStore>(
     };
     report.run_id = claim.run_id.clone();
     report.counts = claim.counts;
+    report.prior_counts = claim.counts;
     let worked = work_through(
         store,
         clock,

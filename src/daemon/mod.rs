@@ -1,8 +1,62 @@
-//! `contractd serve`: the daemon (being written).
+//! `contractd serve`: the daemon (SPEC sections 7 and 8).
+//!
+//! Pieces, each in its own module:
+//! - [`scheduler`]: tokio-cron-scheduler ticks in UTC on `scheduler.tick` and keeps a
+//!   heartbeat;
+//! - [`worker`]: one task that handles ticks one at a time and calls
+//!   [`crate::sweep::sweep_due`] for what became due, cheaply when nothing did;
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`signals`]: SIGTERM/SIGINT stop, SIGHUP reloads;
+//! - [`notify`]: systemd READY/RELOADING/STOPPING and the watchdog.
+//!
+//! Start: the CLI has connected and (with `database.migrate_on_start`) migrated; serve binds
+//! the listener, starts the worker and the scheduler, then sends READY=1 and logs
+//! `daemon.started`. Stop: on SIGTERM or SIGINT it logs `daemon.stopping`, sends
+//! STOPPING=1, stops ticking, lets the batch in flight commit (the sweep releases its lease)
+//! and returns within [`STOP_DEADLINE`].
+
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod scheduler;
+pub mod signals;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::cli::CommandContext;
 use crate::clock::SharedClock;
-use crate::storage::ContractStore;
+use crate::config::Settings;
+use crate::lifecycle::RulePolicy;
+use crate::shutdown::{self, Shutdown};
+use crate::storage::{redact_url, ContractStore};
+use crate::sweep::SweepOptions;
+use crate::telemetry::LogReloader;
+
+use self::metrics::Metrics;
+use self::scheduler::{Heartbeat, TickSchedule, Ticker};
+use self::signals::{Request, SignalListener};
+use self::worker::Worker;
+
+/// How long after SIGTERM the daemon waits for the batch in flight before it exits anyway
+/// (it must be gone within 10 s; systemd's `TimeoutStopSec=30` is the outer margin).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(8);
+
+/// How often the database is probed for `contractd_database_up`.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often, at most, contracts are counted for `contractd_contracts`.
+const COUNT_EVERY: Duration = Duration::from_secs(30);
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn serve<S: ContractStore>(
@@ -10,6 +64,312 @@ pub async fn serve<S: ContractStore>(
     context: CommandContext,
     clock: SharedClock,
 ) -> anyhow::Result<()> {
-    let _ = (store, context, clock);
-    anyhow::bail!("serve is not available yet")
+    let CommandContext {
+        settings,
+        config_file,
+        database_url,
+        reloader,
+    } = context;
+    // Handlers first: a SIGTERM while starting must stop us cleanly, not kill us.
+    let mut signals = SignalListener::install().context("installing the signal handlers")?;
+    let address = settings.listen_address().context("reading server.listen")?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let listening: SocketAddr = listener.local_addr().unwrap_or(address);
+
+    let metrics = Arc::new(Metrics::new());
+    let heartbeat = Arc::new(Heartbeat::new());
+    let (trigger, shutdown) = shutdown::channel();
+    let busy = Arc::new(AtomicBool::new(false));
+    let (wake_sender, wake_receiver) = mpsc::channel(1);
+
+    let options = SweepOptions::new(
+        settings.sweep.batch_size,
+        settings.lease(),
+        RulePolicy {
+            allow_end_before_billed_to: settings.billing.allow_end_before_billed_to,
+        },
+    );
+    let owner = options.owner.clone();
+    let worker = Worker::new(
+        store.clone(),
+        clock,
+        options,
+        shutdown.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&busy),
+        settings.database.url.clone(),
+    );
+    let worker = tokio::spawn(worker.run(wake_receiver));
+    let monitor = tokio::spawn(monitor(
+        store.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
+    let router = http::router(http::HttpState {
+        store,
+        heartbeat: Arc::clone(&heartbeat),
+        metrics: Arc::clone(&metrics),
+    });
+    let server = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+
+    let ticker = Ticker::new(
+        Arc::clone(&heartbeat),
+        Arc::clone(&metrics),
+        busy,
+        wake_sender,
+    );
+    let mut schedule =
+        match TickSchedule::start(&settings.scheduler.tick, ticker, Arc::clone(&heartbeat)).await {
+            Ok(schedule) => schedule,
+            Err(error) => {
+                trigger.trigger();
+                signals.close();
+                return Err(anyhow::Error::new(error).context("starting the tick scheduler"));
+            }
+        };
+
+    notify::ready();
+    tracing::info!(
+        event = "daemon.started",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listening,
+        database = %redact_url(&settings.database.url),
+        tick = %settings.scheduler.tick,
+        owner = %owner,
+        "contractd is serving"
+    );
+    let watchdog = notify::watchdog_interval().map(|interval| {
+        tokio::spawn(notify::watchdog(
+            interval,
+            Arc::clone(&heartbeat),
+            shutdown.clone(),
+        ))
+    });
+
+    let mut reload = Reload {
+        settings,
+        config_file,
+        database_url,
+        reloader,
+    };
+    let mut server = Some(server);
+    let signal = loop {
+        tokio::select! {
+            request = signals.next() => match request {
+                Some(Request::Stop(name)) => break name,
+                Some(Request::Reload) => reload.apply(&mut schedule).await,
+                None => break "none",
+            },
+            outcome = wait_server(&mut server) => {
+                // The listener died: without health endpoints the daemon is not operable.
+                tracing::error!(
+                    event = "http.failed",
+                    error = %outcome,
+                    "the HTTP server stopped; shutting down"
+                );
+                break "none";
+            }
+        }
+    };
+
+    tracing::info!(
+        event = "daemon.stopping",
+        signal,
+        "stopping: no new work; the batch in flight is committed"
+    );
+    notify::stopping();
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    trigger.trigger();
+    schedule.stop().await;
+    let drained = tokio::select! {
+        joined = tokio::time::timeout_at(deadline, worker) => joined.is_ok(),
+        request = signals.next() => {
+            tracing::warn!(
+                event = "daemon.stop_forced",
+                signal = match request { Some(Request::Stop(name)) => name, _ => "none" },
+                "a second signal: not waiting for the batch in flight"
+            );
+            false
+        }
+    };
+    if !drained {
+        tracing::warn!(
+            event = "daemon.stop_timeout",
+            "the batch in flight did not finish in time; it is rolled back"
+        );
+    }
+    signals.close();
+    if let Some(server) = server {
+        finish(server, deadline).await;
+    }
+    finish(monitor, deadline).await;
+    if let Some(watchdog) = watchdog {
+        finish(watchdog, deadline).await;
+    }
+    tracing::info!(event = "daemon.stopped", "contractd stopped");
+    Ok(())
+}
+
+/// Wait for the HTTP server task to end (forever when it was already taken).
+async fn wait_server(server: &mut Option<JoinHandle<std::io::Result<()>>>) -> String {
+    let Some(handle) = server.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = match handle.await {
+        Ok(Ok(())) => "the server ended".to_string(),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    *server = None;
+    outcome
+}
+
+/// Wait for a task until `deadline`, then abandon it.
+async fn finish<T>(handle: JoinHandle<T>, deadline: tokio::time::Instant) {
+    let abort = handle.abort_handle();
+    if tokio::time::timeout_at(deadline, handle).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Keep `contractd_database_up` and `contractd_contracts` current, away from the tick path.
+async fn monitor<S: ContractStore>(store: S, metrics: Arc<Metrics>, mut shutdown: Shutdown) {
+    let mut counted_at: Option<tokio::time::Instant> = None;
+    loop {
+        let up = http::probe_database(&store, &metrics).await.is_ok();
+        let due = counted_at.is_none_or(|at| at.elapsed() >= COUNT_EVERY);
+        if up && due {
+            match tokio::time::timeout(http::READINESS_TIMEOUT * 4, store.count_by_status()).await {
+                Ok(Ok(counts)) => {
+                    metrics.set_contracts(&counts);
+                    counted_at = Some(tokio::time::Instant::now());
+                }
+                Ok(Err(_)) | Err(_) => metrics.set_database_up(false),
+            }
+        }
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
+/// What a SIGHUP needs: where the configuration came from and what can change live.
+struct Reload {
+    /// The configuration in force.
+    settings: Settings,
+    /// `--config`, read again.
+    config_file: Option<PathBuf>,
+    /// `--database-url`, applied again.
+    database_url: Option<String>,
+    /// Applies a new log level.
+    reloader: LogReloader,
+}
+
+impl Reload {
+    /// Read the configuration again and apply the log level and the tick schedule. An
+    /// invalid configuration changes nothing.
+    async fn apply(&mut self, schedule: &mut TickSchedule) {
+        notify::reloading();
+        self.load_and_apply(schedule).await;
+        notify::ready();
+    }
+
+    async fn load_and_apply(&mut self, schedule: &mut TickSchedule) {
+        let new = match Settings::load(self.config_file.as_deref(), self.database_url.as_deref()) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(
+                    event = "daemon.reload_failed",
+                    error = %error,
+                    "the configuration was not reloaded; the previous one stays in force"
+                );
+                return;
+            }
+        };
+        let old_tick = schedule.expression().to_string();
+        if let Err(error) = schedule.replace(&new.scheduler.tick).await {
+            tracing::error!(
+                event = "daemon.reload_failed",
+                error = %error,
+                tick = %new.scheduler.tick,
+                "the new tick schedule could not be installed; nothing was changed"
+            );
+            return;
+        }
+        // RUST_LOG wins over the configured level, at start and on reload.
+        let level = match std::env::var("RUST_LOG")
+            .ok()
+            .filter(|directive| tracing_subscriber::EnvFilter::try_new(directive).is_ok())
+        {
+            Some(directive) => directive,
+            None => new.log.level.clone(),
+        };
+        if let Err(error) = self.reloader.set_level(&level) {
+            tracing::error!(
+                event = "daemon.reload_failed",
+                error = %error,
+                log_level = %level,
+                "the new log level could not be applied; the tick schedule was"
+            );
+        }
+        let restart = restart_only_changes(&self.settings, &new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                event = "daemon.restart_required",
+                keys = %restart.join(","),
+                "these settings changed but apply only after a restart"
+            );
+        }
+        tracing::info!(
+            event = "daemon.reloaded",
+            log_level = %level,
+            tick = %new.scheduler.tick,
+            tick_changed = old_tick != new.scheduler.tick,
+            "configuration reloaded"
+        );
+        // What applies live now comes from the new file; the rest stays as started.
+        self.settings.log.level = new.log.level;
+        self.settings.scheduler.tick = new.scheduler.tick;
+    }
+}
+
+/// The keys that differ between `old` and `new` and only a restart applies.
+fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            keys.push(key);
+        }
+    };
+    check("database.url", old.database.url != new.database.url);
+    check(
+        "database.max_connections",
+        old.database.max_connections != new.database.max_connections,
+    );
+    check(
+        "database.busy_timeout_ms",
+        old.database.busy_timeout_ms != new.database.busy_timeout_ms,
+    );
+    check(
+        "database.connect_timeout_ms",
+        old.database.connect_timeout_ms != new.database.connect_timeout_ms,
+    );
+    check(
+        "sweep.batch_size",
+        old.sweep.batch_size != new.sweep.batch_size,
+    );
+    check(
+        "sweep.lease_seconds",
+        old.sweep.lease_seconds != new.sweep.lease_seconds,
+    );
+    check("server.listen", old.server.listen != new.server.listen);
+    check("log.format", old.log.format != new.log.format);
+    check(
+        "billing.allow_end_before_billed_to",
+        old.billing.allow_end_before_billed_to != new.billing.allow_end_before_billed_to,
+    );
+    keys
 }
