@@ -53,16 +53,41 @@ impl ActionFailure {
     }
 }
 
-/// Load `reference`, plan with `plan(contract, today)`, store the transition. Returns the
-/// stored transition.
+/// Load `reference`, plan with `plan(contract, today)` where today is the clock's date in
+/// the contract's zone, and store the transition. Returns the stored transition.
 pub async fn apply<S, F>(
     store: &S,
     clock: &dyn Clock,
     reference: &str,
+    plan: F,
+) -> Result<Transition, ActionFailure>
+where
+    S: ContractStore,
+    F: FnMut(&Contract, NaiveDate) -> Result<Transition, ActionError>,
+{
+    let now = clock.now();
+    apply_on(
+        store,
+        reference,
+        |contract| business_date(now, contract.time_zone),
+        unix_ms(now),
+        plan,
+    )
+    .await
+}
+
+/// [`apply`] with the business date chosen by `today_of` (simulations and rehearsals that
+/// run every zone on one date) and the instant recorded on events given as `now_ms`.
+pub async fn apply_on<S, T, F>(
+    store: &S,
+    reference: &str,
+    today_of: T,
+    now_ms: i64,
     mut plan: F,
 ) -> Result<Transition, ActionFailure>
 where
     S: ContractStore,
+    T: Fn(&Contract) -> NaiveDate,
     F: FnMut(&Contract, NaiveDate) -> Result<Transition, ActionError>,
 {
     let storage = |source| ActionFailure::Storage {
@@ -81,9 +106,7 @@ where
                 reference: reference.to_string(),
                 reason: invalid.to_string(),
             })?;
-        let now = clock.now();
-        let today = business_date(now, contract.time_zone);
-        let transition = plan(&contract, today)?;
+        let transition = plan(&contract, today_of(&contract))?;
         let change = ContractChange {
             id: loaded.id,
             expected_version: loaded.version,
@@ -96,7 +119,7 @@ where
             events: transition.events.clone(),
         };
         let outcome = store
-            .commit_batch(None, std::slice::from_ref(&change), unix_ms(now))
+            .commit_batch(None, std::slice::from_ref(&change), now_ms)
             .await
             .map_err(storage)?;
         if outcome.applied == 1 {

@@ -2,6 +2,8 @@
 //! storage, idempotence, catch-up, time zones and DST, invalid rows, failing runs, dry runs and
 //! lease takeover.
 
+#[path = "support/population.rs"]
+mod population;
 mod support;
 
 use std::io::BufReader;
@@ -16,8 +18,6 @@ use contractd::shutdown::Shutdown;
 use contractd::storage::{ContractStore, RunKey, RunStatus};
 use contractd::sweep::{run_job, sweep_due, JobOutcome, SweepOptions, SweepReport};
 use contractd::transfer::{export, import};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use support::{fresh_sqlite, with_postgres, RawDb};
 
 fn date(text: &str) -> NaiveDate {
@@ -296,77 +296,10 @@ async fn refresh_moves_the_deadline_to_the_next_window<S: ContractStore>(store: 
     );
 }
 
-/// A mixed, seeded population of contracts (as JSON Lines) for whole-sweep comparisons.
-fn population(seed: u64, count: usize, zones: &[&str]) -> String {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let windows = [
-        "end_of_term",
-        "end_of_month",
-        "end_of_quarter",
-        "end_of_year",
-    ];
-    let notices = ["0D", "7D", "2W", "1M", "3M"];
-    let terms = ["1M", "3M", "1Y", "1Q"];
-    let mut lines = String::new();
-    for index in 0..count {
-        let start = date("2024-01-01") + chrono::Days::new(rng.random_range(0..500));
-        let window = windows[rng.random_range(0..windows.len())];
-        let has_end = window == "end_of_term" || rng.random_bool(0.6);
-        let end = start + chrono::Days::new(rng.random_range(20..400));
-        let auto = has_end && rng.random_bool(0.5);
-        let zone = zones[index % zones.len()];
-        let mut record = serde_json::json!({
-            "ref": format!("P-{index:05}"),
-            "customer": format!("customer {index}"),
-            "time_zone": zone,
-            "start_date": start.to_string(),
-            "notice_period": notices[rng.random_range(0..notices.len())],
-            "cancellation_window": window,
-            "auto_extend": auto,
-        });
-        if has_end {
-            record["end_date"] = end.to_string().into();
-        }
-        if auto {
-            record["extension_term"] = terms[rng.random_range(0..terms.len())].into();
-        }
-        if rng.random_bool(0.3) {
-            let line_end = if has_end { Some(end) } else { None };
-            record["lines"] = serde_json::json!([{
-                "ref": "main",
-                "kind": "recurring_fixed",
-                "billable": true,
-                "start_date": start.to_string(),
-                "end_date": line_end.map(|d| d.to_string()),
-                "amount_minor": rng.random_range(100..100_000),
-                "currency": "EUR",
-                "billing_period": "1M",
-                "auto_extend": auto,
-            }]);
-        }
-        if has_end && rng.random_bool(0.15) {
-            let received = start + chrono::Days::new(rng.random_range(0..10));
-            let cancel_end = (start + chrono::Days::new(rng.random_range(15..300))).min(end);
-            record["cancellation"] = serde_json::json!({
-                "received_on": received.to_string(),
-                "end_date": cancel_end.max(start).to_string(),
-                "reason": "test",
-            });
-            record["auto_extend"] = false.into();
-            if let Some(map) = record.as_object_mut() {
-                map.remove("extension_term");
-            }
-        }
-        lines.push_str(&record.to_string());
-        lines.push('\n');
-    }
-    lines
-}
-
 async fn the_same_sweep_twice_changes_nothing<S: ContractStore>(store: S, raw: RawDb) {
     load(
         &store,
-        &population(7, 300, &["Europe/Berlin", "America/New_York"]),
+        &population::population(7, 300, &["Europe/Berlin", "America/New_York"]),
         date("2024-01-01"),
     )
     .await;
@@ -402,7 +335,7 @@ async fn one_sweep_after_forty_days_equals_forty_daily_sweeps<S: ContractStore>(
     raw: RawDb,
 ) {
     let zones = ["Europe/Berlin", "Pacific/Kiritimati", "America/Santiago"];
-    let data = population(11, 400, &zones);
+    let data = population::population(11, 400, &zones);
     let start = date("2025-02-10");
     load(&store, &data, start).await;
     // Daily sweeps on the store's database…
@@ -703,7 +636,7 @@ async fn a_database_error_fails_the_run_and_keeps_committed_batches<S: ContractS
 async fn dry_run_writes_nothing<S: ContractStore>(store: S, _raw: RawDb) {
     load(
         &store,
-        &population(3, 120, &["Europe/Berlin"]),
+        &population::population(3, 120, &["Europe/Berlin"]),
         date("2024-01-01"),
     )
     .await;
