@@ -552,16 +552,15 @@ async fn dry_run<S: ContractStore>(
 
 fn log_finished(report: &JobReport) {
     let duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX);
-    match &report.outcome {
-        JobOutcome::Failed(error) => tracing::error!(
+    if let JobOutcome::Failed(error) = &report.outcome {
+        tracing::error!(
             event = "job.failed",
             job = report.key.job.as_str(),
             zone = %report.key.zone,
             business_date = %report.key.business_date,
             run_id = %report.run_id,
             error = %error,
-        ),
-        _ => {}
+        );
     }
     tracing::info!(
         event = "job.finished",
