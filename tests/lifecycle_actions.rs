@@ -970,3 +970,28 @@ fn end_early_after_the_end_date_or_before_the_start_is_refused() {
     let error = end_early(&c, &end_at("2024-12-31"), d("2025-06-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::EndDateBeforeStart { .. }));
 }
+
+#[test]
+fn cancel_immediately_is_refused_for_billed_periods_beyond_today_unless_allowed() {
+    let mut patch = with_lines();
+    patch["schedules"] = json!(monthly_2025("L1", 3100, 5));
+    patch["documents"] = json!(invoices(5));
+    let c = contract(patch, "2025-05-14");
+    let request = CancelRequest {
+        immediately: true,
+        ..CancelRequest::default()
+    };
+    let error = cancel(&c, &request, d("2025-05-14"), &policy()).unwrap_err();
+    assert!(matches!(error, ActionError::BilledBeyondEndDate(_)));
+    assert!(error
+        .to_string()
+        .starts_with("contract 'C-1': schedules[4]: line 'L1' is billed on 'INV-5'"));
+    let t = cancel(&c, &request, d("2025-05-14"), &allow_billed()).unwrap();
+    let note = t
+        .contract
+        .documents
+        .iter()
+        .find(|doc| doc.kind == DocumentKind::CreditNote)
+        .unwrap();
+    assert_eq!(note.amount_minor, 3100 - prorate(3100, 14, 31));
+}

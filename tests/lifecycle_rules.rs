@@ -284,7 +284,15 @@ fn execute_cancellations_refuses_a_billed_schedule_beyond_the_end_date_naming_it
     let refusal = execute_cancellations(&c, d("2025-05-15"), &policy()).unwrap_err();
     assert_eq!(refusal.field, "schedules[4]");
     assert!(refusal.message.contains("'C-1'"), "{}", refusal.message);
-    assert!(refusal.message.contains("2025-05-01..2025-05-31"));
+    assert!(refusal
+        .message
+        .contains("line 'L1' is billed on 'INV-5' for 2025-05-01..2025-05-31"));
+    assert_eq!(
+        refusal.to_string(),
+        "schedules[4]: contract 'C-1': line 'L1' is billed on 'INV-5' for 2025-05-01..2025-05-31, \
+         beyond the end date 2025-05-14; choose an end date on or after 2025-05-31, or set \
+         allow_end_before_billed_to to credit the billed difference with a draft credit note"
+    );
     assert!(refusal.message.contains("allow_end_before_billed_to"));
 }
 

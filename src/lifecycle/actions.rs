@@ -300,13 +300,13 @@ pub enum ActionError {
     #[error(transparent)]
     BilledBeyondEndDate(#[from] BilledBeyondEndDate),
     /// A rule refused to execute the cancellation at once.
-    #[error("contract '{contract}': {field}: {message}")]
+    #[error("{field}: {message}")]
     Refused {
         /// The contract's ref.
         contract: String,
         /// The field the refusal is about.
         field: String,
-        /// What blocks it.
+        /// What blocks it (it names the contract).
         message: String,
     },
     /// A linked billing document blocks ending the contract early (Billing Central).
@@ -733,6 +733,12 @@ fn finish_cancel(
     policy: &RulePolicy,
 ) -> Result<Transition, ActionError> {
     if immediately || end < today {
+        if !policy.allow_end_before_billed_to {
+            let scope = line.map_or(Scope::Contract, Scope::Line);
+            if let Some(refusal) = billing::billed_beyond(&next, scope, end) {
+                return Err(refusal.into());
+            }
+        }
         let executed = match line {
             None => execute_pending_cancellation(&next, today, policy),
             Some(line) => execute_pending_line_cancellation(&next, line, today, policy),

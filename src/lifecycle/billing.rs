@@ -67,13 +67,7 @@ impl Scope<'_> {
 /// A billed schedule that ending at `end_date` would delete or cut, while the policy does not
 /// allow ending before the billed-to date.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "contract '{contract}': schedules[{index}] (line '{line_ref}', {period_start}..{period_end}, \
-     billed{}) is billed beyond the end date {end_date}; choose an end date on or after \
-     {period_end}, or set allow_end_before_billed_to to credit the billed difference with a \
-     draft credit note",
-    document.as_ref().map(|doc| format!(" on '{doc}'")).unwrap_or_default()
-)]
+#[error("contract '{contract}': schedules[{index}]: {}", self.reason())]
 pub struct BilledBeyondEndDate {
     /// The contract's reference.
     pub contract: String,
@@ -96,13 +90,28 @@ impl BilledBeyondEndDate {
     pub fn field(&self) -> String {
         format!("schedules[{}]", self.index)
     }
+
+    /// What is wrong and what to do, without the contract and field.
+    fn reason(&self) -> String {
+        let document = self
+            .document
+            .as_ref()
+            .map(|document| format!(" on '{document}'"))
+            .unwrap_or_default();
+        format!(
+            "line '{}' is billed{document} for {}..{}, beyond the end date {}; choose an end \
+             date on or after {}, or set allow_end_before_billed_to to credit the billed \
+             difference with a draft credit note",
+            self.line_ref, self.period_start, self.period_end, self.end_date, self.period_end
+        )
+    }
 }
 
 impl From<BilledBeyondEndDate> for RuleRefusal {
     fn from(refusal: BilledBeyondEndDate) -> Self {
         RuleRefusal {
             field: refusal.field(),
-            message: refusal.to_string(),
+            message: format!("contract '{}': {}", refusal.contract, refusal.reason()),
         }
     }
 }
@@ -333,5 +342,88 @@ fn next_document_reference(contract: &Contract, kind: DocumentKind, tag: &str) -
             return reference;
         }
         number = number.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::{CancellationWindow, Period};
+    use crate::contract::ContractStatus;
+
+    fn contract(reference: &str) -> Contract {
+        Contract {
+            reference: reference.to_string(),
+            customer: "ACME".into(),
+            status: ContractStatus::Active,
+            time_zone: chrono_tz::UTC,
+            start_date: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            end_date: None,
+            initial_term: None,
+            original_end_date: None,
+            minimum_term_end: None,
+            notice_period: Period::NONE,
+            cancellation_window: CancellationWindow::EndOfMonth,
+            auto_extend: false,
+            extension_term: None,
+            proration: Proration::ActualDays,
+            lines: Vec::new(),
+            schedules: Vec::new(),
+            documents: Vec::new(),
+            cancellation: None,
+            end_reason: None,
+            end_notes: None,
+            cancellation_date: None,
+            latest_cancellation_date: None,
+            renewals: Vec::new(),
+            change_requests: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn document_references_stay_within_64_characters() {
+        let long = "X".repeat(64);
+        let reference = next_document_reference(&contract(&long), DocumentKind::CreditNote, "CN");
+        assert_eq!(reference.chars().count(), 64);
+        assert!(reference.ends_with("-CN-1"));
+    }
+
+    #[test]
+    fn document_references_number_after_existing_documents_of_the_kind() {
+        let mut c = contract("C-1");
+        c.documents.push(BillingDocument {
+            reference: "INV-1".into(),
+            kind: DocumentKind::Invoice,
+            status: DocumentStatus::Complete,
+            consolidated: false,
+            amount_minor: 1,
+            currency: "EUR".into(),
+        });
+        assert_eq!(
+            next_document_reference(&c, DocumentKind::Invoice, "FINAL"),
+            "C-1-FINAL-2"
+        );
+        assert_eq!(
+            next_document_reference(&c, DocumentKind::CreditNote, "CN"),
+            "C-1-CN-1"
+        );
+    }
+
+    #[test]
+    fn a_schedule_of_an_unknown_line_is_cut_without_proration() {
+        let mut c = contract("C-1");
+        c.schedules.push(BillingSchedule {
+            line_ref: "GONE".into(),
+            period_start: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            period_end: NaiveDate::from_ymd_opt(2025, 1, 31).unwrap(),
+            amount_minor: 3100,
+            status: ScheduleStatus::Planned,
+            document: None,
+        });
+        let end = NaiveDate::from_ymd_opt(2025, 1, 10).unwrap();
+        let events = end_billing(&mut c, Scope::Contract, end, &RulePolicy::default(), end);
+        assert_eq!(events, Ok(Vec::new()));
+        assert_eq!(c.schedules[0].amount_minor, 3100);
+        assert_eq!(c.schedules[0].period_end, end);
     }
 }

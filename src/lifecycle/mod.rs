@@ -68,8 +68,9 @@ pub fn apply_job(
 /// business date D when the due date is `< D`). Stored beside the contract so a job finds its
 /// candidates with one indexed range query and never reads contracts with nothing due.
 ///
-/// **Architecture invariant:** if [`apply_job`] would change a contract on date D, then
-/// `DueDates::of(contract).for_job(job)` is `Some(d)` with `d < D`.
+/// **Architecture invariant:** if [`apply_job`] would change a contract on date D (or refuse
+/// to), then `DueDates::of(contract).for_job(job)` is `Some(d)` with `d < D`. Checked by the
+/// property test in `tests/lifecycle_rules.rs`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DueDates {
     /// Earliest end date of a pending cancellation (contract or active line).
@@ -77,9 +78,12 @@ pub struct DueDates {
     /// The notice deadline of the end date of an auto-extending contract.
     pub extension: Option<NaiveDate>,
     /// Earliest end date that expiry acts on (contract without pending cancellation, or an
-    /// active line).
+    /// active line; with a pending cancellation only lines ending before its end date).
     pub expiry: Option<NaiveDate>,
-    /// The latest allowed cancellation date, after which the dates must be recomputed.
+    /// The latest allowed cancellation date, after which the dates must be recomputed. `None`
+    /// with a pending cancellation, and when it is null: no regular cancellation is left, which
+    /// stays so as time passes (import and every transition compute the dates), so there is
+    /// nothing to refresh.
     pub refresh: Option<NaiveDate>,
 }
 

@@ -705,3 +705,85 @@ pub fn refresh_deadlines(contract: &Contract, business_date: NaiveDate) -> Optio
     )];
     Some(finish(next, events, business_date))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    fn p(text: &str) -> Period {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn plan_periods_follow_the_anchor_and_prorate_cut_periods() {
+        // Anchored on 31 Jan: periods start on month ends, computed from the anchor.
+        let planned = plan_periods(
+            d("2024-01-31"),
+            p("1M"),
+            d("2024-03-10"),
+            d("2024-05-15"),
+            2900,
+            true,
+        );
+        let periods: Vec<(NaiveDate, NaiveDate)> = planned
+            .iter()
+            .map(|(start, end, _)| (*start, *end))
+            .collect();
+        assert_eq!(
+            periods,
+            vec![
+                (d("2024-03-10"), d("2024-03-30")),
+                (d("2024-03-31"), d("2024-04-29")),
+                (d("2024-04-30"), d("2024-05-15")),
+            ]
+        );
+        // 29 Feb..30 Mar is 31 days, 21 of them used; 30 Apr..30 May is 31 days, 16 used.
+        assert_eq!(planned[0].2, prorate(2900, 21, 31));
+        assert_eq!(planned[1].2, 2900);
+        assert_eq!(planned[2].2, prorate(2900, 16, 31));
+    }
+
+    #[test]
+    fn plan_periods_without_proration_keep_the_full_amount() {
+        let planned = plan_periods(
+            d("2025-01-01"),
+            p("1Q"),
+            d("2025-02-01"),
+            d("2025-02-28"),
+            9000,
+            false,
+        );
+        assert_eq!(planned, vec![(d("2025-02-01"), d("2025-02-28"), 9000)]);
+    }
+
+    #[test]
+    fn plan_periods_far_from_the_anchor_start_near_it() {
+        let planned = plan_periods(
+            d("2000-01-01"),
+            p("1D"),
+            d("2025-01-01"),
+            d("2025-01-03"),
+            10,
+            true,
+        );
+        assert_eq!(planned.len(), 3);
+        assert_eq!(planned[0], (d("2025-01-01"), d("2025-01-01"), 10));
+    }
+
+    #[test]
+    fn plan_periods_saturate_at_the_end_of_the_calendar() {
+        let planned = plan_periods(
+            NaiveDate::MAX,
+            p("1Y"),
+            NaiveDate::MAX,
+            NaiveDate::MAX,
+            10,
+            true,
+        );
+        assert_eq!(planned.len(), 1);
+    }
+}
