@@ -87,19 +87,37 @@ pub async fn import<S: ContractStore, R: BufRead>(
                     imported_on: today,
                 });
             }
-            Err(error) => problems.push(ImportProblem {
-                line: number,
-                error,
-            }),
+            Err(error) => {
+                // An invalid record still claims its ref: a second record with the same ref
+                // is a duplicate too, and the operator learns of both in one run.
+                let reference = error.reference.clone();
+                problems.push(ImportProblem {
+                    line: number,
+                    error,
+                });
+                if let Some(reference) = reference {
+                    match lines_of_refs.get(&reference) {
+                        Some(first) => problems.push(ImportProblem {
+                            line: number,
+                            error: InvalidContract::single(
+                                Some(reference),
+                                "ref",
+                                format!("duplicate ref, already on line {first}"),
+                            ),
+                        }),
+                        None => {
+                            lines_of_refs.insert(reference, number);
+                        }
+                    }
+                }
+            }
         }
     }
     if contracts.is_empty() && problems.is_empty() {
         return Err(ImportError::Empty);
     }
-    let references: Vec<String> = contracts
-        .iter()
-        .map(|new| new.contract.reference.clone())
-        .collect();
+    // Every ref of the file, of invalid records too, is checked against the database.
+    let references: Vec<String> = lines_of_refs.keys().cloned().collect();
     for existing in store.existing_references(&references).await? {
         problems.push(ImportProblem {
             line: lines_of_refs.get(&existing).copied().unwrap_or(0),
@@ -164,11 +182,17 @@ pub async fn export<S: ContractStore, W: std::io::Write>(
             }
         }
     } else {
+        // Look every ref up before writing any: an unknown ref is invalid input, and a
+        // script must not be left with half an export.
+        let mut found = Vec::with_capacity(references.len());
         for reference in references {
             match store.load_contract(reference).await? {
-                Some(loaded) => write(loaded, out)?,
+                Some(loaded) => found.push(loaded),
                 None => return Err(ExportError::NotFound(reference.clone())),
             }
+        }
+        for loaded in found {
+            write(loaded, out)?;
         }
     }
     out.flush()?;

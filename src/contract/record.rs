@@ -239,16 +239,27 @@ impl InvalidContract {
 }
 
 impl fmt::Display for InvalidContract {
+    /// Control characters from the input (a ref holding an escape sequence or a newline) are
+    /// written escaped, so the message cannot rewrite a terminal or forge a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        let mut text = String::new();
         match &self.reference {
-            Some(reference) => write!(f, "contract '{reference}': ")?,
-            None => write!(f, "contract: ")?,
+            Some(reference) => write!(text, "contract '{reference}': ")?,
+            None => write!(text, "contract: ")?,
         }
         for (index, error) in self.errors.iter().enumerate() {
             if index > 0 {
-                f.write_str("; ")?;
+                text.push_str("; ");
             }
-            write!(f, "{error}")?;
+            write!(text, "{error}")?;
+        }
+        for character in text.chars() {
+            if character.is_control() {
+                write!(f, "{}", character.escape_default())?;
+            } else {
+                f.write_char(character)?;
+            }
         }
         Ok(())
     }

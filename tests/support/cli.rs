@@ -556,9 +556,9 @@ pub fn rich(index: usize) -> Value {
     let active = status == "active";
     let window = WINDOWS[index % WINDOWS.len()];
     // end_of_term needs an end date; every third other contract is open-ended.
-    let open_ended = window != "end_of_term" && index % 3 == 0;
+    let open_ended = window != "end_of_term" && index.is_multiple_of(3);
     let end = (!open_ended).then(|| plus_days(start, 364 + (index as u64 % 5) * 31));
-    let auto_extend = active && index % 2 == 0 && index % 4 != 2;
+    let auto_extend = active && index.is_multiple_of(2) && index % 4 != 2;
     let pending_cancellation = active && index % 4 == 2 && end.is_some();
     let mut record = json!({
         "ref": format!("GEN-{index:03}"),
@@ -570,7 +570,7 @@ pub fn rich(index: usize) -> Value {
         "notice_period": NOTICES[index % NOTICES.len()],
         "cancellation_window": window,
         "auto_extend": auto_extend,
-        "extension_term": if auto_extend || index % 5 == 0 { json!("1Y") } else { Value::Null },
+        "extension_term": if auto_extend || index.is_multiple_of(5) { json!("1Y") } else { Value::Null },
         "proration": if index % 6 == 1 { "none" } else { "actual_days" },
     });
     if index % 4 == 1 {
@@ -702,14 +702,14 @@ pub fn rich(index: usize) -> Value {
         documents.push(json!({
             "ref": format!("CN-{index}"),
             "kind": "credit_note",
-            "status": if index % 2 == 0 { "draft" } else { "ready_for_review" },
+            "status": if index.is_multiple_of(2) { "draft" } else { "ready_for_review" },
             "consolidated": true,
             "amount_minor": 1_234,
             "currency": "EUR",
         }));
     }
     set(&mut record, "/documents", Value::Array(documents));
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         set(
             &mut record,
             "/renewals",
