@@ -202,7 +202,8 @@ pub async fn pending_runs<S: ContractStore>(
 }
 
 /// One sweep of everything due at the clock's current instant: every pending run, in job
-/// order per zone. A failed job stops the later jobs of its zone (they wait for the retry);
+/// order per zone. A failed job, or one held by another process, stops the later jobs of its
+/// zone (they wait for a later sweep);
 /// shutdown stops after the batch in flight.
 pub async fn sweep_due<S: ContractStore>(
     store: &S,
@@ -240,9 +241,11 @@ pub async fn sweep_due<S: ContractStore>(
             break;
         }
         let job_report = run_job(store, clock, options, &key, shutdown).await;
+        // A job another process holds (or a dead one's lease) is not done yet: the zone's
+        // later jobs wait for it, or they would run out of order.
         if matches!(
             job_report.outcome,
-            JobOutcome::Failed(_) | JobOutcome::Interrupted
+            JobOutcome::Failed(_) | JobOutcome::Interrupted | JobOutcome::NotClaimed
         ) {
             stopped_zones.insert(key.zone.clone());
         }
