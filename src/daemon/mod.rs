@@ -130,7 +130,8 @@ pub async fn serve<S: ContractStore>(
             }
         };
 
-    notify::ready();
+    let notifier = notify::Notifier::start();
+    notifier.ready();
     tracing::info!(
         event = "daemon.started",
         version = env!("CARGO_PKG_VERSION"),
@@ -144,6 +145,7 @@ pub async fn serve<S: ContractStore>(
         tokio::spawn(notify::watchdog(
             interval,
             Arc::clone(&heartbeat),
+            notifier.clone(),
             shutdown.clone(),
         ))
     });
@@ -159,7 +161,7 @@ pub async fn serve<S: ContractStore>(
         tokio::select! {
             request = signals.next() => match request {
                 Some(Request::Stop(name)) => break name,
-                Some(Request::Reload) => reload.apply(&mut schedule).await,
+                Some(Request::Reload) => reload.apply(&mut schedule, &notifier).await,
                 None => break "none",
             },
             outcome = wait_server(&mut server) => {
@@ -179,9 +181,9 @@ pub async fn serve<S: ContractStore>(
         signal,
         "stopping: no new work; the batch in flight is committed"
     );
-    notify::stopping();
     let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
     trigger.trigger();
+    notifier.stopping().await;
     schedule.stop().await;
     let drained = tokio::select! {
         joined = tokio::time::timeout_at(deadline, worker) => joined.is_ok(),
@@ -271,10 +273,10 @@ struct Reload {
 impl Reload {
     /// Read the configuration again and apply the log level and the tick schedule. An
     /// invalid configuration changes nothing.
-    async fn apply(&mut self, schedule: &mut TickSchedule) {
-        notify::reloading();
+    async fn apply(&mut self, schedule: &mut TickSchedule, notifier: &notify::Notifier) {
+        notifier.reloading();
         self.load_and_apply(schedule).await;
-        notify::ready();
+        notifier.ready();
     }
 
     async fn load_and_apply(&mut self, schedule: &mut TickSchedule) {

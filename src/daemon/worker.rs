@@ -242,6 +242,12 @@ impl<S: ContractStore> Worker<S> {
             })
             .map(|(zone, date)| (*zone, *date))
             .collect();
+        tracing::trace!(
+            event = "tick",
+            zones = self.zones.len(),
+            pending = pending.len(),
+            zones_read = queried,
+        );
         let Some(earliest) = pending.iter().map(|(_, date)| *date).min() else {
             return Ok(queried);
         };
