@@ -157,6 +157,7 @@ pub async fn serve<S: ContractStore>(
         reloader,
     };
     let mut server = Some(server);
+    let mut failure = None;
     let signal = loop {
         tokio::select! {
             request = signals.next() => match request {
@@ -171,6 +172,7 @@ pub async fn serve<S: ContractStore>(
                     error = %outcome,
                     "the HTTP server stopped; shutting down"
                 );
+                failure = Some(anyhow::anyhow!("the HTTP server stopped: {outcome}"));
                 break "none";
             }
         }
@@ -211,7 +213,10 @@ pub async fn serve<S: ContractStore>(
         finish(watchdog, deadline).await;
     }
     tracing::info!(event = "daemon.stopped", "contractd stopped");
-    Ok(())
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// Wait for the HTTP server task to end (forever when it was already taken).

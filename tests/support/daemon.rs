@@ -868,3 +868,53 @@ impl NotifySocket {
         self.messages().iter().filter(|m| m.contains(text)).count()
     }
 }
+
+/// A copy of the PostgreSQL test database at `url` (nothing may be connected to it), named
+/// like every test database so stale ones get cleaned up; its URL.
+pub async fn copy_postgres(url: &str) -> String {
+    let source = url::Url::parse(url).expect("database URL");
+    let source_name = source.path().trim_start_matches('/').to_string();
+    let name = format!(
+        "{}{}_{}",
+        crate::support::TEST_DATABASE_PREFIX,
+        Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut admin = PgConnection::connect(&crate::support::postgres_admin_url())
+        .await
+        .expect("connecting to the PostgreSQL test server");
+    sqlx::query(&format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{source_name}\""
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap_or_else(|error| panic!("copying {source_name}: {error}"));
+    let _ = admin.close().await;
+    let mut copy = source;
+    copy.set_path(&format!("/{name}"));
+    copy.to_string()
+}
+
+/// Drops PostgreSQL test databases when the test ends, passed or failed.
+pub struct DropDatabases(pub Vec<String>);
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let urls = std::mem::take(&mut self.0);
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread
+        // with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(async {
+                    for url in &urls {
+                        crate::support::drop_postgres(url).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
