@@ -168,6 +168,13 @@ impl Settings {
                 message: "must be at least 2".to_string(),
             });
         }
+        if self.database.connect_timeout_ms == 0 {
+            // Zero is no wait at all: every PostgreSQL connection would time out at once.
+            return Err(ConfigError::Invalid {
+                key: "database.connect_timeout_ms",
+                message: "must be at least 1 (milliseconds)".to_string(),
+            });
+        }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "database.max_connections",
