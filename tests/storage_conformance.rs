@@ -20,12 +20,14 @@ use support::{contract_from_json, RawDb};
 
 /// Instantiate every generic test once per backend, each on a fresh database.
 /// `migrated`: tests taking a migrated store; `empty`: tests taking a store whose database
-/// has no tables yet; `raw`: tests taking a migrated store and raw SQL access to its database.
+/// has no tables yet; `raw`: tests taking a migrated store and raw SQL access to its database;
+/// `benchmarks`: like `migrated`, but only run when asked for (`--ignored`).
 macro_rules! conformance {
     (
         migrated: [$($migrated:ident),* $(,)?],
         empty: [$($empty:ident),* $(,)?],
-        raw: [$($raw:ident),* $(,)?] $(,)?
+        raw: [$($raw:ident),* $(,)?],
+        benchmarks: [$($bench:ident),* $(,)?] $(,)?
     ) => {
         mod sqlite {
             use super::support;
@@ -51,6 +53,14 @@ macro_rules! conformance {
                     super::$raw(store, support::RawDb::sqlite(&dir)).await;
                 }
             )*
+            $(
+                #[tokio::test]
+                #[ignore = "benchmark: cargo test --release --test storage_conformance -- --ignored"]
+                async fn $bench() {
+                    let (store, _dir) = support::fresh_sqlite().await;
+                    super::$bench(store).await;
+                }
+            )*
         }
 
         mod postgres {
@@ -72,6 +82,13 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $raw() {
                     support::with_postgres(true, super::$raw).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                #[ignore = "benchmark: cargo test --release --test storage_conformance -- --ignored"]
+                async fn $bench() {
+                    support::with_postgres(true, |store, _raw| super::$bench(store)).await;
                 }
             )*
         }
@@ -103,12 +120,16 @@ conformance! {
         count_by_status_counts_each_status,
         events_are_listed_oldest_first,
         zones_are_listed_once_in_byte_order,
+        concurrent_claims_and_commits_have_one_winner,
     ],
     empty: [
         migrate_twice_then_ready,
     ],
     raw: [
         invalid_rows_come_back_as_errors_without_failing_the_batch,
+    ],
+    benchmarks: [
+        import_a_million_contracts,
     ],
 }
 
@@ -444,7 +465,7 @@ async fn duplicate_ref_is_refused_and_nothing_is_written<S: ContractStore>(store
 async fn large_import_crosses_chunks_all_or_nothing<S: ContractStore>(store: S) {
     const COUNT: usize = 2_500;
     let contract = |index: usize| {
-        if index % 100 == 0 {
+        if index.is_multiple_of(100) {
             rich(&format!("BULK-{index:05}"))
         } else {
             plain(
@@ -1691,7 +1712,7 @@ async fn runs_are_listed_newest_first<S: ContractStore>(store: S) {
     ];
     for (index, key) in keys.iter().enumerate() {
         let run = claim(&store, key, &format!("owner-{index}"), NOW + index as i64).await;
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             store
                 .finish_run(
                     &run,
@@ -1875,4 +1896,108 @@ async fn zones_are_listed_once_in_byte_order<S: ContractStore>(store: S) {
             "Mexico/General",
         ]
     );
+}
+
+async fn concurrent_claims_and_commits_have_one_winner<S: ContractStore>(store: S) {
+    // Replicas racing for one run: exactly one claim succeeds.
+    let key = run_key(Job::Expire, "UTC", "2024-07-01");
+    let claims = futures::future::join_all((0..8).map(|replica| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            store
+                .claim_run(&key, &format!("replica-{replica}"), NOW, LEASE)
+                .await
+                .expect("claim_run")
+        }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|claim| claim.is_some()).count(), 1);
+
+    // Writers racing on one contract version: exactly one change is applied, with its event.
+    insert(&store, vec![rich("RACE")]).await;
+    let (loaded, contract) = load(&store, "RACE").await;
+    let outcomes = futures::future::join_all((0..8).map(|writer| {
+        let store = store.clone();
+        let mut contract = contract.clone();
+        contract.customer = format!("writer {writer}");
+        contract.renewals.truncate(writer % 3);
+        let change = change(
+            &loaded,
+            contract,
+            true,
+            vec![event(
+                EventKind::EndedEarly,
+                Some(&format!("writer-{writer}")),
+            )],
+        );
+        async move {
+            store
+                .commit_batch(None, &[change], NOW)
+                .await
+                .expect("commit")
+        }
+    }))
+    .await;
+    let applied: i64 = outcomes.iter().map(|outcome| outcome.applied).sum();
+    let conflicts: i64 = outcomes.iter().map(|outcome| outcome.conflicts).sum();
+    assert_eq!((applied, conflicts), (1, 7));
+    let (after, stored) = load(&store, "RACE").await;
+    assert_eq!(after.version, 2);
+    let winner = stored
+        .customer
+        .strip_prefix("writer ")
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("a writer's customer");
+    assert_eq!(stored.renewals.len(), winner % 3, "the winner's children");
+    assert_eq!(
+        event_keys(&store, "RACE").await,
+        vec!["imported".to_string(), format!("writer-{winner}")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks
+
+/// Import `CONTRACTD_IMPORT_BENCH_COUNT` contracts (default 1,000,000; one in a hundred with
+/// every kind of child) in one call, and report how long it took.
+async fn import_a_million_contracts<S: ContractStore>(store: S) {
+    let count: usize = std::env::var("CONTRACTD_IMPORT_BENCH_COUNT")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(1_000_000);
+    let zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"];
+    let templates: Vec<Contract> = zones
+        .iter()
+        .map(|zone| plain("TEMPLATE", zone, Some("2025-06-30")))
+        .collect();
+    let rich_template = rich("TEMPLATE");
+    let contracts: Vec<NewContract> = (0..count)
+        .map(|index| {
+            let mut contract = if index.is_multiple_of(100) {
+                rich_template.clone()
+            } else {
+                templates[index % templates.len()].clone()
+            };
+            contract.reference = format!("IMPORT-{index:08}");
+            new(contract)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    store
+        .insert_contracts(&contracts, NOW)
+        .await
+        .expect("import");
+    let elapsed = started.elapsed();
+    eprintln!(
+        "imported {count} contracts in {:.1} s ({:.0} contracts/s)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        store.count_by_status().await.expect("count"),
+        vec![("active".to_string(), count as i64)]
+    );
+    let last = format!("IMPORT-{:08}", count - 1);
+    assert_eq!(event_keys(&store, &last).await, vec!["imported"]);
 }

@@ -912,6 +912,38 @@ impl EventArrays {
         }
     }
 
+    /// Insert the events of contracts created in this transaction: no key can exist yet, so
+    /// there is nothing to check (the unique index still guards it).
+    async fn insert_new(
+        self,
+        tx: &mut Transaction<'static, Postgres>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        if self.contract_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
+             details, transition_key, recorded_at_ms) \
+             SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
+             transition_key, $8::bigint \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
+             $6::text[], $7::text[]) \
+             AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, transition_key)",
+        )
+        .bind(self.contract_id)
+        .bind(self.contract_ref)
+        .bind(self.kind)
+        .bind(self.effective_on)
+        .bind(self.line_ref)
+        .bind(self.details)
+        .bind(self.transition_key)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// Insert every event; a transition key a contract already has is refused with
     /// [`StorageError::DuplicateTransition`] naming the first such event (in order).
     async fn insert(
@@ -1034,7 +1066,7 @@ impl ContractStore for PostgresStore {
                 zones.insert(new.contract.time_zone.name());
             }
             children.insert(&mut tx).await?;
-            events.insert(&mut tx, None, now_ms).await?;
+            events.insert_new(&mut tx, now_ms).await?;
         }
         if !zones.is_empty() {
             sqlx::query(
