@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -498,6 +499,12 @@ fn contract_array_columns() -> Vec<(&'static str, &'static str)> {
     columns
 }
 
+/// The statements built from the column lists, built once.
+static INSERT_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(insert_contracts_sql);
+static UPDATE_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(update_contracts_sql);
+static INSERT_CHILDREN_SQL: LazyLock<String> = LazyLock::new(insert_children_sql);
+static DELETE_CHILDREN_SQL: LazyLock<String> = LazyLock::new(delete_children_sql);
+
 /// The import insert: one row per array element, in input order, refs that exist skipped
 /// (the caller turns a skipped ref into [`StorageError::DuplicateReference`]).
 fn insert_contracts_sql() -> String {
@@ -866,8 +873,9 @@ impl ChildArrays {
 
     async fn insert(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StorageError> {
         if self.any {
-            let sql = insert_children_sql();
-            self.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+            self.bind(sqlx::query(&INSERT_CHILDREN_SQL))
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -1033,7 +1041,6 @@ impl ContractStore for PostgresStore {
         contracts: &[NewContract],
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        let insert = insert_contracts_sql();
         let mut zones = BTreeSet::new();
         let mut tx = self.pool.begin().await?;
         for chunk in contracts.chunks(IMPORT_CHUNK) {
@@ -1042,7 +1049,7 @@ impl ContractStore for PostgresStore {
                 arrays.push(&ContractValues::of(&new.contract));
             }
             let rows = arrays
-                .bind(sqlx::query(&insert))
+                .bind(sqlx::query(&INSERT_CONTRACTS_SQL))
                 .bind(now_ms)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -1279,10 +1286,12 @@ impl ContractStore for PostgresStore {
             rounds[*occurrence].push(index);
             *occurrence += 1;
         }
-        let update = update_contracts_sql();
         let mut applied = vec![false; changes.len()];
         let mut tx = self.pool.begin().await?;
-        for round in rounds {
+        for mut round in rounds {
+            // Rows are locked in id order, so two batches touching the same contracts wait
+            // for each other instead of deadlocking.
+            round.sort_by_key(|&index| changes[index].id);
             let mut ids = Vec::with_capacity(round.len());
             let mut expected = Vec::with_capacity(round.len());
             let mut arrays = ContractArrays::default();
@@ -1292,7 +1301,7 @@ impl ContractStore for PostgresStore {
                 expected.push(change.expected_version);
                 arrays.push(&ContractValues::of(&change.contract));
             }
-            let query = sqlx::query(&update).bind(ids).bind(expected);
+            let query = sqlx::query(&UPDATE_CONTRACTS_SQL).bind(ids).bind(expected);
             let rows = arrays.bind(query).bind(now_ms).fetch_all(&mut *tx).await?;
             let mut updated = HashSet::with_capacity(rows.len());
             for row in &rows {
@@ -1312,7 +1321,7 @@ impl ContractStore for PostgresStore {
                 }
             }
             if !rewritten.is_empty() {
-                sqlx::query(&delete_children_sql())
+                sqlx::query(&DELETE_CHILDREN_SQL)
                     .bind(rewritten)
                     .execute(&mut *tx)
                     .await?;
