@@ -282,6 +282,23 @@ async fn sighup_reloads_log_level_and_tick() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(daemon.is_running());
+    // Ticks with nothing due do no database work: no zone due, the zone list not read
+    // (it is read at most once a minute, or when a business date changes).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ticks = daemon.events("tick");
+    assert!(ticks.len() >= 2, "{ticks:?}");
+    assert!(
+        ticks.iter().all(|tick| tick["pending"] == 0),
+        "idle ticks found work: {ticks:?}"
+    );
+    assert!(
+        ticks
+            .iter()
+            .filter(|tick| tick["zones_read"] == true)
+            .count()
+            <= 1,
+        "idle ticks read the zone list: {ticks:?}"
+    );
 
     // An invalid file: reported, nothing changes, the daemon keeps running and ticking.
     write("[log]\nlevel = \"info\"\n[scheduler]\ntick = \"every now and then\"\n");
