@@ -571,7 +571,7 @@ fn auto_extend_moves_lines_that_ended_with_the_contract_and_plans_their_schedule
 }
 
 #[test]
-fn auto_extend_cuts_and_prorates_the_last_period_and_completes_it_on_the_next_extension() {
+fn auto_extend_cuts_and_prorates_the_last_period_and_reopens_it_on_the_next_extension() {
     // Quarterly billing anchored on 1 Feb; contract terms end on calendar-month ends.
     let c = contract_as_of(
         json!({
@@ -596,15 +596,19 @@ fn auto_extend_cuts_and_prorates_the_last_period_and_completes_it_on_the_next_ex
         (d("2025-05-01"), d("2025-05-31"))
     );
     assert_eq!(added[0].amount_minor, prorate(9000, 31, 92));
-    // The next extension plans the rest of that quarter, never the days already planned.
+    // The next extension reopens that planned, cut quarter and plans it again up to the new
+    // end date: never a day twice, and the same schedules as one catch-up extension would make.
     let t2 = auto_extend(&t.contract, d("2025-06-01")).unwrap();
-    let later: Vec<&BillingSchedule> = t2.contract.schedules.iter().skip(2).collect();
+    let later: Vec<&BillingSchedule> = t2.contract.schedules.iter().skip(1).collect();
     assert_eq!(later.len(), 1);
     assert_eq!(
         (later[0].period_start, later[0].period_end),
-        (d("2025-06-01"), d("2025-06-30"))
+        (d("2025-05-01"), d("2025-06-30"))
     );
-    assert_eq!(later[0].amount_minor, prorate(9000, 30, 92));
+    assert_eq!(later[0].amount_minor, prorate(9000, 61, 92));
+    let at_once = auto_extend(&c, d("2025-06-01")).unwrap();
+    assert_eq!(at_once.contract.end_date, t2.contract.end_date);
+    assert_eq!(at_once.contract.schedules, t2.contract.schedules);
 }
 
 #[test]

@@ -470,7 +470,9 @@ pub(crate) struct Extension {
 /// - for every active recurring line that runs into the new term (it moved, or it has no end
 ///   date of its own) and has a non-zero billing period, planned schedules are added for the
 ///   days from the day after the old end date (or after the line's last schedule, whichever is
-///   later: never a duplicate period) to `new_end`. Periods come from the line's anchor, its
+///   later: never a duplicate period) to `new_end`; a *planned* schedule that the old end date
+///   cut short is reopened and planned again from its start, so several extensions in a row
+///   plan the same schedules as one catch-up extension over all of them. Periods come from the line's anchor, its
 ///   start date ([`billing_period`]); amount = `amount_minor`; a period cut at either side
 ///   (the rest of a period the old end date cut, or the last period cut at `new_end`) is
 ///   prorated for `recurring_fixed` lines under `actual_days` proration.
@@ -502,6 +504,17 @@ pub(crate) fn extend_contract(contract: &mut Contract, new_end: NaiveDate) -> Ex
         let Some(period) = line.billing_period.filter(|period| !period.is_none()) else {
             continue;
         };
+        // A planned schedule that the old end date cut short is reopened: the new term
+        // continues its billing period, so it is planned again whole, exactly as one sweep that
+        // extended over both terms at once would have planned it (catch-up equals daily).
+        let cut_short = contract.schedules.iter().position(|schedule| {
+            schedule.line_ref == line.reference
+                && schedule.status == ScheduleStatus::Planned
+                && schedule.period_end == old_end
+                && period_containing(line.start_date, period, schedule.period_start)
+                    .is_some_and(|whole| whole.end > old_end)
+        });
+        let reopened_from = cut_short.map(|index| contract.schedules.remove(index).period_start);
         let covered_to = contract
             .schedules
             .iter()
@@ -511,7 +524,8 @@ pub(crate) fn extend_contract(contract: &mut Contract, new_end: NaiveDate) -> Ex
         if covered_to.is_some_and(|covered| covered >= new_end) {
             continue;
         }
-        let from = next_day(old_end)
+        let from = reopened_from
+            .unwrap_or_else(|| next_day(old_end))
             .max(covered_to.map_or(NaiveDate::MIN, next_day))
             .max(line.start_date);
         if from > new_end {
@@ -553,6 +567,40 @@ fn longest_days(period: Period) -> i64 {
     (i64::from(period.count()) * per_unit).max(1)
 }
 
+/// The index and extent of the billing period (anchored at `anchor`) that contains `date`,
+/// or the first one after it when `date` is before the anchor; `None` when periods stop
+/// advancing (a zero period, or the end of the calendar).
+fn locate_period(
+    anchor: NaiveDate,
+    period: Period,
+    date: NaiveDate,
+) -> Option<(i64, crate::calendar::BillingPeriod)> {
+    // Period k starts at most k × longest days after the anchor, so this k starts on or
+    // before `date`; walk forward to the period that contains it.
+    let mut index = (date - anchor).num_days().max(0) / longest_days(period);
+    let mut current = billing_period(anchor, period, index);
+    while current.end < date {
+        let next = billing_period(anchor, period, index.saturating_add(1));
+        if next.start <= current.start {
+            return None;
+        }
+        index = index.saturating_add(1);
+        current = next;
+    }
+    Some((index, current))
+}
+
+/// The billing period (anchored at `anchor`) that contains `date`.
+fn period_containing(
+    anchor: NaiveDate,
+    period: Period,
+    date: NaiveDate,
+) -> Option<crate::calendar::BillingPeriod> {
+    locate_period(anchor, period, date)
+        .map(|(_, whole)| whole)
+        .filter(|whole| whole.start <= date)
+}
+
 /// The billing periods of a line anchored at `anchor`, cut to `from..=to`: `(start, end,
 /// amount)`, the amount prorated by days for a cut period when `prorated`.
 fn plan_periods(
@@ -564,18 +612,9 @@ fn plan_periods(
     prorated: bool,
 ) -> Vec<(NaiveDate, NaiveDate, i64)> {
     let mut planned = Vec::new();
-    // Period k starts at most k × longest days after the anchor, so this k starts on or
-    // before `from`; walk forward to the period that contains it.
-    let mut index = (from - anchor).num_days().max(0) / longest_days(period);
-    let mut current = billing_period(anchor, period, index);
-    while current.end < from {
-        let next = billing_period(anchor, period, index.saturating_add(1));
-        if next.start <= current.start {
-            return planned;
-        }
-        index = index.saturating_add(1);
-        current = next;
-    }
+    let Some((mut index, mut current)) = locate_period(anchor, period, from) else {
+        return planned;
+    };
     while current.start <= to {
         let start = current.start.max(from);
         let end = current.end.min(to);
