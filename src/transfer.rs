@@ -58,14 +58,38 @@ pub async fn import<S: ContractStore, R: BufRead>(
     let mut problems = Vec::new();
     let mut contracts = Vec::new();
     let mut lines_of_refs: HashMap<String, usize> = HashMap::new();
-    for (index, line) in reader.lines().enumerate() {
-        let number = index + 1;
-        let line = line?;
+    let mut reader = reader;
+    let mut buffer = Vec::new();
+    let mut number = 0;
+    loop {
+        buffer.clear();
+        if reader.read_until(b'\n', &mut buffer)? == 0 {
+            break;
+        }
+        number += 1;
         progress(number);
+        let mut bytes = buffer.as_slice();
+        if number == 1 {
+            // Windows tools often start a UTF-8 file with a byte order mark.
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        // A line that is not UTF-8 is one bad record: report it and check the rest.
+        let line = match std::str::from_utf8(bytes) {
+            Ok(line) => line,
+            Err(error) => {
+                problems.push(ImportProblem {
+                    line: number,
+                    error: InvalidContract::single(None, "(record)", format!("not UTF-8: {error}")),
+                });
+                continue;
+            }
+        };
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = read_record(&line).and_then(|record| record.parse(defaults));
+        let parsed = read_record(line).and_then(|record| record.parse(defaults));
         match parsed {
             Ok(mut contract) => {
                 if let Some(first) = lines_of_refs.get(&contract.reference) {

@@ -22,6 +22,10 @@ backend_tests! {
     duplicate_ref_against_the_database_writes_nothing,
     ref_of_64_characters_is_accepted,
     ref_with_a_control_character_is_refused_and_escaped,
+    invalid_utf8_is_reported_with_its_line,
+    byte_order_mark_and_crlf_line_ends_are_accepted,
+    import_reads_standard_input,
+    json_errors_give_the_column_not_a_second_line_number,
     empty_file_is_refused,
     missing_file_is_refused,
     one_bad_record_spoils_the_whole_file,
@@ -391,6 +395,84 @@ fn ref_with_a_control_character_is_refused_and_escaped(backend: Backend) {
         problem.contains("BELL"),
         "the ref is still named: {problem}"
     );
+}
+
+/// A line that is not UTF-8 is one bad record like any other: named by its line number, and
+/// the rest of the file is still checked.
+fn invalid_utf8_is_reported_with_its_line(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut bytes = jsonl(&[minimal("U-1")]).into_bytes();
+    let mut latin1 =
+        jsonl(&[changed(minimal("U-2"), &[("/customer", json!("M~ller"))])]).into_bytes();
+    let tilde = latin1.iter().position(|b| *b == b'~').expect("marker");
+    latin1[tilde] = 0xFC; // ü in Latin-1
+    bytes.extend(latin1);
+    bytes
+        .extend(jsonl(&[changed(minimal("U-3"), &[("/notice_period", json!("1X"))])]).into_bytes());
+    let path = db.dir.path().join("latin1.jsonl");
+    std::fs::write(&path, bytes).expect("write");
+    let outcome = db.run(&["import", path.to_str().expect("UTF-8")]);
+    outcome
+        .expect_code(3)
+        .expect_stderr(&["nothing was imported"]);
+    assert_eq!(
+        outcome.problem_lines(),
+        BTreeSet::from([2, 3]),
+        "{}",
+        outcome.stderr
+    );
+    assert!(outcome.problem(2).contains("UTF-8"), "{}", outcome.stderr);
+    assert!(
+        outcome.problem(3).contains("notice_period"),
+        "{}",
+        outcome.stderr
+    );
+    db.assert_empty();
+}
+
+/// Files saved by Windows tools: a UTF-8 byte order mark before the first record and CRLF
+/// line ends.
+fn byte_order_mark_and_crlf_line_ends_are_accepted(backend: Backend) {
+    let db = TestDb::new(backend);
+    let text = format!("\u{feff}{}\r\n{}\r\n", minimal("BOM-1"), with_line("BOM-2"));
+    let outcome = db.import_text(&text);
+    outcome.expect_code(0);
+    assert_eq!(db.export_ok(&[]).exported_refs(), ["BOM-1", "BOM-2"]);
+    // A byte order mark anywhere else is not whitespace.
+    let later = format!("{}\n\u{feff}{}\n", minimal("BOM-3"), minimal("BOM-4"));
+    let refused = db.import_text(&later);
+    refused.expect_code(3);
+    assert_eq!(refused.problem_lines(), BTreeSet::from([2]));
+}
+
+fn import_reads_standard_input(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut command = db.command(&["import", "-"]);
+    command.stdin(std::process::Stdio::piped());
+    let text = jsonl(&[minimal("STDIN-1"), rich(4)]);
+    let path = db.write_file("stdin.jsonl", &text);
+    command.stdin(std::fs::File::open(path).expect("open"));
+    let outcome = cli::run_command(command);
+    outcome.expect_code(0);
+    assert_eq!(db.export_ok(&[]).exported_refs(), ["STDIN-1", "GEN-004"]);
+}
+
+/// Each record is one line, so a position inside it is a column: a message saying "line 1"
+/// there would contradict the file line number it starts with.
+fn json_errors_give_the_column_not_a_second_line_number(backend: Backend) {
+    let db = TestDb::new(backend);
+    let text = format!(
+        "{}\n{}\n",
+        minimal("COL-1"),
+        changed(
+            with_line("COL-2"),
+            &[("/lines/0/amount_minor", json!("12"))]
+        )
+    );
+    let outcome = refused(&db, &text);
+    let problem = outcome.problem(2);
+    assert!(!problem.contains("line 1"), "{problem}");
+    assert!(problem.contains("column"), "{problem}");
 }
 
 fn empty_file_is_refused(backend: Backend) {

@@ -933,7 +933,10 @@ pub fn read_record(line: &str) -> Result<ContractRecord, InvalidContract> {
             return Err(InvalidContract::single(
                 None,
                 "(record)",
-                format!("trailing characters after the record: {error}"),
+                format!(
+                    "trailing characters after the record: {}",
+                    column_only(&error)
+                ),
             ));
         }
     }
@@ -947,6 +950,17 @@ pub fn read_record(line: &str) -> Result<ContractRecord, InvalidContract> {
         } else {
             path
         };
-        InvalidContract::single(reference, &field, error.into_inner().to_string())
+        InvalidContract::single(reference, &field, column_only(&error.into_inner()))
     })
+}
+
+/// serde_json's message, with its position as a column: a record is one line, so its
+/// "line 1" would only contradict the file line number the problem is reported with.
+fn column_only(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("{message} (column {})", error.column()),
+        None => text,
+    }
 }
