@@ -629,7 +629,10 @@ impl ContractRecord {
                         );
                     }
                 }
-                if let Some(contract_end) = contract_end {
+                // A line cancelled because it would only have started after an early end
+                // keeps its own dates: it is history, not a line outside the contract.
+                let cancelled = status == Some(LineStatus::Cancelled);
+                if let Some(contract_end) = contract_end.filter(|_| !cancelled) {
                     if let Some(start) = start_date.filter(|start| *start > contract_end) {
                         check.fail(
                             at("start_date"),
@@ -926,6 +929,23 @@ fn parse_references<T>(
 /// Read one line of the import file: JSON syntax and types are checked here (the error names
 /// the field path), the rules by [`ContractRecord::parse`].
 pub fn read_record(line: &str) -> Result<ContractRecord, InvalidContract> {
+    // JSON can carry a NUL character (\u0000) that PostgreSQL text cannot store: refuse it
+    // here, naming the field, rather than fail the whole import in the database.
+    if line.contains("\\u0000") {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Some(field) = nul_field(&value, String::new()) {
+                let reference = value
+                    .get("ref")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string);
+                return Err(InvalidContract::single(
+                    reference.map(|r| r.replace('\0', "\\u0000")),
+                    &field,
+                    "must not contain a NUL character (\\u0000)",
+                ));
+            }
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_str(line);
     let record: Result<ContractRecord, _> = serde_path_to_error::deserialize(&mut deserializer);
     if record.is_ok() {
@@ -954,6 +974,37 @@ pub fn read_record(line: &str) -> Result<ContractRecord, InvalidContract> {
     })
 }
 
+/// The path of the first string (or key) holding a NUL character.
+fn nul_field(value: &serde_json::Value, path: String) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            "(record)".to_string()
+        } else {
+            path.clone()
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(here),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| nul_field(item, format!("{path}[{index}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let nested = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(here())
+            } else {
+                nul_field(item, nested)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// serde_json's message, with its position as a column: a record is one line, so its
 /// "line 1" would only contradict the file line number the problem is reported with.
 fn column_only(error: &serde_json::Error) -> String {
@@ -962,5 +1013,41 @@ fn column_only(error: &serde_json::Error) -> String {
     match text.strip_suffix(&position) {
         Some(message) => format!("{message} (column {})", error.column()),
         None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Contract, InvalidContract> {
+        read_record(line).and_then(|record| {
+            record.parse(&ParseDefaults {
+                time_zone: chrono_tz::UTC,
+            })
+        })
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_its_field() {
+        let error = parse(
+            r#"{"ref":"N-1","customer":"a\u0000b","start_date":"2025-01-01","cancellation_window":"end_of_month","auto_extend":false}"#,
+        )
+        .expect_err("NUL refused");
+        assert_eq!(error.errors[0].field, "customer");
+        let nested = parse(
+            r#"{"ref":"N-2","customer":"c","start_date":"2025-01-01","cancellation_window":"end_of_month","auto_extend":false,"lines":[{"ref":"l","description":"x\u0000","kind":"one_time","billable":true,"start_date":"2025-01-01","amount_minor":1,"currency":"EUR"}]}"#,
+        )
+        .expect_err("NUL refused");
+        assert_eq!(nested.errors[0].field, "lines[0].description");
+    }
+
+    #[test]
+    fn a_cancelled_line_that_never_started_may_lie_after_an_early_end_date() {
+        let line = r#"{"ref":"E-1","customer":"c","status":"expired","start_date":"2025-01-01","end_date":"2025-03-31","cancellation_window":"end_of_term","auto_extend":false,"lines":[{"ref":"later","kind":"one_time","billable":true,"start_date":"2025-06-01","end_date":"2025-06-01","status":"cancelled","amount_minor":1,"currency":"EUR"}]}"#;
+        assert!(parse(line).is_ok());
+        let active = line.replace(r#""status":"cancelled""#, r#""status":"active""#);
+        let error = parse(&active).expect_err("an active line after the end is outside");
+        assert_eq!(error.errors[0].field, "lines[0].start_date");
     }
 }
