@@ -374,6 +374,7 @@ async fn work_through<S: ContractStore>(
         let full = batch.len() >= options.batch_size as usize;
         let mut counts = RunCounts::default();
         let mut changes = Vec::new();
+        let mut from_statuses = Vec::new();
         for loaded in batch {
             counts.examined += 1;
             if let Some(due) = loaded.due {
@@ -404,13 +405,16 @@ async fn work_through<S: ContractStore>(
             };
             match apply_job(key.job, &contract, key.business_date, &options.policy) {
                 Ok(None) => {}
-                Ok(Some(transition)) => changes.push(ContractChange {
-                    id: loaded.id,
-                    expected_version: loaded.version,
-                    children_changed: children_differ(&contract, &transition.contract),
-                    contract: transition.contract,
-                    events: transition.events,
-                }),
+                Ok(Some(transition)) => {
+                    from_statuses.push(contract.status);
+                    changes.push(ContractChange {
+                        id: loaded.id,
+                        expected_version: loaded.version,
+                        children_changed: children_differ(&contract, &transition.contract),
+                        contract: transition.contract,
+                        events: transition.events,
+                    });
+                }
                 Err(refusal) => {
                     counts.skipped += 1;
                     tracing::warn!(
@@ -458,12 +462,13 @@ async fn work_through<S: ContractStore>(
                 "contracts changed by another process meanwhile were left to it"
             );
         }
-        for change in &changes {
+        for (change, from_status) in changes.iter().zip(&from_statuses) {
             for event in &change.events {
                 tracing::info!(
                     event = "contract.transition",
                     contract_ref = %change.contract.reference,
                     kind = event.kind.as_str(),
+                    from_status = from_status.as_str(),
                     to_status = change.contract.status.as_str(),
                     effective_on = %event.effective_on,
                     line_ref = event.line_ref.as_deref().unwrap_or(""),

@@ -27,7 +27,8 @@ impl std::fmt::Debug for LogReloader {
 impl LogReloader {
     /// Replace the filter with `level` (a tracing directive).
     pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+        let filter =
+            EnvFilter::try_new(configured_filter(level)).map_err(|error| error.to_string())?;
         self.handle
             .reload(filter)
             .map_err(|error| error.to_string())
@@ -41,7 +42,8 @@ pub fn init(settings: &LogSettings) -> LogReloader {
         .ok()
         .and_then(|directive| EnvFilter::try_new(directive).ok())
         .unwrap_or_else(|| {
-            EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"))
+            EnvFilter::try_new(configured_filter(&settings.level))
+                .unwrap_or_else(|_| EnvFilter::new("info"))
         });
     let (filter, handle) = reload::Layer::new(filter);
     let json = match settings.format.as_str() {
@@ -66,4 +68,17 @@ pub fn init(settings: &LogSettings) -> LogReloader {
             .try_init();
     }
     LogReloader { handle }
+}
+
+/// The configured level, with two chatty dependencies kept at warn unless the level names
+/// them itself: PostgreSQL notices ("relation … already exists, skipping" from idempotent
+/// migrations) and the scheduler's start-up chatter.
+fn configured_filter(level: &str) -> String {
+    let mut filter = level.to_string();
+    for quiet in ["sqlx::postgres::notice", "tokio_cron_scheduler"] {
+        if !level.contains(quiet) {
+            filter.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    filter
 }

@@ -28,10 +28,10 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The database refused or could not be reached.
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A schema migration failed.
-    #[error("migration failed: {0}")]
+    #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A contract with this ref already exists.
     #[error("contract '{0}' already exists")]

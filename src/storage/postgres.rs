@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::Connection as _;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::rows::{
@@ -78,9 +79,25 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.connect_timeout)
-            .connect_with(options)
-            .await?;
-        Ok(PostgresStore { pool })
+            .connect_with(options.clone())
+            .await;
+        match pool {
+            Ok(pool) => Ok(PostgresStore { pool }),
+            // The pool only says it timed out; one direct attempt tells the operator why
+            // (connection refused, authentication failed, no such database…).
+            Err(sqlx::Error::PoolTimedOut) => {
+                match tokio::time::timeout(
+                    settings.connect_timeout,
+                    sqlx::PgConnection::connect_with(&options),
+                )
+                .await
+                {
+                    Ok(Err(cause)) => Err(cause.into()),
+                    _ => Err(sqlx::Error::PoolTimedOut.into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// A store on a pool opened elsewhere (tests, tools).
