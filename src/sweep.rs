@@ -13,12 +13,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::{business_date, unix_ms, Clock};
-use crate::contract::Contract;
+use crate::contract::{Contract, ContractStatus};
 use crate::lifecycle::{apply_job, Job, RulePolicy};
 use crate::shutdown::Shutdown;
 use crate::storage::{
-    BatchCursor, BatchProgress, ContractChange, ContractStore, RunClaim, RunCounts, RunKey,
-    RunStatus, StorageError,
+    BatchCursor, BatchProgress, ContractChange, ContractStore, LoadedContract, RunClaim, RunCounts,
+    RunKey, RunStatus, StorageError,
 };
 
 /// How the sweep works; from configuration.
@@ -372,63 +372,10 @@ async fn work_through<S: ContractStore>(
             return Ok(true);
         }
         let full = batch.len() >= options.batch_size as usize;
-        let mut counts = RunCounts::default();
-        let mut changes = Vec::new();
-        let mut from_statuses = Vec::new();
-        for loaded in batch {
-            counts.examined += 1;
-            if let Some(due) = loaded.due {
-                cursor = Some(BatchCursor { due, id: loaded.id });
-            }
-            let contract = match loaded.contract {
-                Ok(contract) => contract,
-                Err(invalid) => {
-                    counts.skipped += 1;
-                    report.invalid_rows += 1;
-                    let field = invalid
-                        .errors
-                        .first()
-                        .map(|error| error.field.clone())
-                        .unwrap_or_default();
-                    tracing::warn!(
-                        event = "contract.invalid",
-                        contract_id = loaded.id,
-                        contract_ref = %loaded.reference,
-                        field = %field,
-                        reason = %invalid,
-                        job = key.job.as_str(),
-                        zone = %key.zone,
-                        "skipped a contract row that breaks the rules"
-                    );
-                    continue;
-                }
-            };
-            match apply_job(key.job, &contract, key.business_date, &options.policy) {
-                Ok(None) => {}
-                Ok(Some(transition)) => {
-                    from_statuses.push(contract.status);
-                    changes.push(ContractChange {
-                        id: loaded.id,
-                        expected_version: loaded.version,
-                        children_changed: children_differ(&contract, &transition.contract),
-                        contract: transition.contract,
-                        events: transition.events,
-                    });
-                }
-                Err(refusal) => {
-                    counts.skipped += 1;
-                    tracing::warn!(
-                        event = "contract.refused",
-                        contract_ref = %loaded.reference,
-                        field = %refusal.field,
-                        reason = %refusal.message,
-                        job = key.job.as_str(),
-                        zone = %key.zone,
-                        "a due rule could not be applied; the contract was skipped"
-                    );
-                }
-            }
-        }
+        let plan = plan_batch(batch, key, &options.policy, cursor);
+        cursor = plan.cursor;
+        report.invalid_rows += plan.invalid_rows;
+        let (counts, changes, from_statuses) = (plan.counts, plan.changes, plan.from_statuses);
         let cumulative = report.counts.plus(counts);
         let now_ms = unix_ms(clock.now());
         let outcome = store
@@ -492,6 +439,101 @@ fn children_differ(before: &Contract, after: &Contract) -> bool {
         || before.change_requests != after.change_requests
 }
 
+/// What a job decided for one batch of due contracts, before anything is written.
+struct BatchPlan {
+    /// The keyset position after the batch.
+    cursor: Option<BatchCursor>,
+    /// Examined and skipped in this batch (`changed` is counted when the batch commits).
+    counts: RunCounts,
+    /// Rows skipped because they break the rules.
+    invalid_rows: i64,
+    /// The contracts that change, each guarded by the version it was read at.
+    changes: Vec<ContractChange>,
+    /// The status each changed contract had before (for the transition log).
+    from_statuses: Vec<ContractStatus>,
+    /// One line per skipped contract, for a dry run's listing.
+    skipped: Vec<String>,
+}
+
+/// Apply a job's rule to each contract of a batch: invalid rows and refusals are logged and
+/// skipped, everything else becomes a guarded change. Shared by real and dry runs, so a dry
+/// run shows exactly what a run would do.
+fn plan_batch(
+    batch: Vec<LoadedContract>,
+    key: &RunKey,
+    policy: &RulePolicy,
+    mut cursor: Option<BatchCursor>,
+) -> BatchPlan {
+    let mut plan = BatchPlan {
+        cursor,
+        counts: RunCounts::default(),
+        invalid_rows: 0,
+        changes: Vec::new(),
+        from_statuses: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for loaded in batch {
+        plan.counts.examined += 1;
+        if let Some(due) = loaded.due {
+            cursor = Some(BatchCursor { due, id: loaded.id });
+        }
+        let contract = match loaded.contract {
+            Ok(contract) => contract,
+            Err(invalid) => {
+                plan.counts.skipped += 1;
+                plan.invalid_rows += 1;
+                let field = invalid
+                    .errors
+                    .first()
+                    .map(|error| error.field.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    event = "contract.invalid",
+                    contract_id = loaded.id,
+                    contract_ref = %loaded.reference,
+                    field = %field,
+                    reason = %invalid,
+                    job = key.job.as_str(),
+                    zone = %key.zone,
+                    "skipped a contract row that breaks the rules"
+                );
+                plan.skipped
+                    .push(format!("{}: skipped, {invalid}", loaded.reference));
+                continue;
+            }
+        };
+        match apply_job(key.job, &contract, key.business_date, policy) {
+            Ok(None) => {}
+            Ok(Some(transition)) => {
+                plan.from_statuses.push(contract.status);
+                plan.changes.push(ContractChange {
+                    id: loaded.id,
+                    expected_version: loaded.version,
+                    children_changed: children_differ(&contract, &transition.contract),
+                    contract: transition.contract,
+                    events: transition.events,
+                });
+            }
+            Err(refusal) => {
+                plan.counts.skipped += 1;
+                tracing::warn!(
+                    event = "contract.refused",
+                    contract_ref = %loaded.reference,
+                    field = %refusal.field,
+                    reason = %refusal.message,
+                    job = key.job.as_str(),
+                    zone = %key.zone,
+                    "a due rule could not be applied; the contract was skipped"
+                );
+                plan.skipped
+                    .push(format!("{}: refused, {refusal}", loaded.reference));
+            }
+        }
+    }
+    plan.cursor = cursor;
+    plan
+}
+
 /// Work out what a job would change, writing nothing.
 async fn dry_run<S: ContractStore>(
     store: &S,
@@ -511,48 +553,29 @@ async fn dry_run<S: ContractStore>(
             )
             .await?;
         let full = batch.len() >= options.batch_size as usize;
-        for loaded in &batch {
-            report.counts.examined += 1;
-            if let Some(due) = loaded.due {
-                cursor = Some(BatchCursor { due, id: loaded.id });
-            }
-            match &loaded.contract {
-                Err(invalid) => {
-                    report.counts.skipped += 1;
-                    report.invalid_rows += 1;
-                    report
-                        .planned
-                        .push(format!("{}: skipped, {invalid}", loaded.reference));
-                }
-                Ok(contract) => {
-                    match apply_job(key.job, contract, key.business_date, &options.policy) {
-                        Ok(None) => {}
-                        Ok(Some(transition)) => {
-                            report.counts.changed += 1;
-                            let kinds: Vec<&str> = transition
-                                .events
-                                .iter()
-                                .map(|event| event.kind.as_str())
-                                .collect();
-                            report.planned.push(format!(
-                                "{}: {} -> {} ({})",
-                                loaded.reference,
-                                contract.status,
-                                transition.contract.status,
-                                kinds.join(", ")
-                            ));
-                        }
-                        Err(refusal) => {
-                            report.counts.skipped += 1;
-                            report
-                                .planned
-                                .push(format!("{}: refused, {refusal}", loaded.reference));
-                        }
-                    }
-                }
-            }
+        let plan = plan_batch(batch, key, &options.policy, cursor);
+        cursor = plan.cursor;
+        report.counts = report.counts.plus(RunCounts {
+            changed: plan.changes.len() as i64,
+            ..plan.counts
+        });
+        report.invalid_rows += plan.invalid_rows;
+        for (change, from_status) in plan.changes.iter().zip(&plan.from_statuses) {
+            let kinds: Vec<&str> = change
+                .events
+                .iter()
+                .map(|event| event.kind.as_str())
+                .collect();
+            report.planned.push(format!(
+                "{}: {} -> {} ({})",
+                change.contract.reference,
+                from_status,
+                change.contract.status,
+                kinds.join(", ")
+            ));
         }
-        if !full || batch.is_empty() {
+        report.planned.extend(plan.skipped);
+        if !full {
             return Ok(());
         }
     }
