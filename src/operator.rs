@@ -110,11 +110,7 @@ where
         let change = ContractChange {
             id: loaded.id,
             expected_version: loaded.version,
-            children_changed: contract.lines != transition.contract.lines
-                || contract.schedules != transition.contract.schedules
-                || contract.documents != transition.contract.documents
-                || contract.renewals != transition.contract.renewals
-                || contract.change_requests != transition.contract.change_requests,
+            children_changed: contract.children_differ(&transition.contract),
             contract: transition.contract.clone(),
             events: transition.events.clone(),
         };

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 use crate::clock::{business_date, unix_ms, Clock};
-use crate::contract::{Contract, ContractStatus};
+use crate::contract::ContractStatus;
 use crate::lifecycle::{apply_job, Job, RulePolicy};
 use crate::shutdown::Shutdown;
 use crate::storage::{
@@ -430,15 +430,6 @@ async fn work_through<S: ContractStore>(
     }
 }
 
-/// Whether anything but the contract row itself changed.
-fn children_differ(before: &Contract, after: &Contract) -> bool {
-    before.lines != after.lines
-        || before.schedules != after.schedules
-        || before.documents != after.documents
-        || before.renewals != after.renewals
-        || before.change_requests != after.change_requests
-}
-
 /// What a job decided for one batch of due contracts, before anything is written.
 struct BatchPlan {
     /// The keyset position after the batch.
@@ -509,7 +500,7 @@ fn plan_batch(
                 plan.changes.push(ContractChange {
                     id: loaded.id,
                     expected_version: loaded.version,
-                    children_changed: children_differ(&contract, &transition.contract),
+                    children_changed: contract.children_differ(&transition.contract),
                     contract: transition.contract,
                     events: transition.events,
                 });
