@@ -100,12 +100,18 @@ where
             .await
             .map_err(storage)?
             .ok_or_else(|| ActionFailure::NotFound(reference.to_string()))?;
-        let contract = loaded
-            .contract
-            .map_err(|invalid| ActionFailure::InvalidRow {
+        let contract = loaded.contract.map_err(|invalid| {
+            // The reason names the contract itself; say so once.
+            let text = invalid.to_string();
+            let reason = text
+                .strip_prefix(&format!("contract '{reference}': "))
+                .unwrap_or(&text)
+                .to_string();
+            ActionFailure::InvalidRow {
                 reference: reference.to_string(),
-                reason: invalid.to_string(),
-            })?;
+                reason,
+            }
+        })?;
         let transition = plan(&contract, today_of(&contract))?;
         let change = ContractChange {
             id: loaded.id,
