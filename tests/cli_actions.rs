@@ -16,8 +16,8 @@ mod cli;
 mod actions;
 
 use actions::{
-    act, assert_unchanged, cure, expect_events, expect_field, expect_fields, history, kinds,
-    poison, report_lines, run_as_of, snapshot,
+    act, act_with_env, assert_unchanged, cure, expect_events, expect_field, expect_fields, history,
+    kinds, poison, report_lines, run_as_of, snapshot,
 };
 use cli::{changed, Backend, TestDb};
 use serde_json::{json, Value};
@@ -31,6 +31,7 @@ backend_tests! {
     override_ignores_notice_and_minimum_term,
     immediately_ends_today_and_executes_at_once,
     end_date_before_today_executes_at_once,
+    cancel_cutting_a_billed_period_is_refused_when_registered,
     final_invoice_bills_the_planned_schedules_on_execution,
     line_cancellation_only_for_billable_lines,
     nexudus_cancellation_date_15_may_is_end_date_14_may,
@@ -868,6 +869,96 @@ fn end_date_before_today_executes_at_once(backend: Backend) {
     );
 }
 
+/// The configuration that allows ending inside billed periods (credited with a draft note).
+const ALLOW_BILLED: (&str, &str) = ("CONTRACTD__BILLING__ALLOW_END_BEFORE_BILLED_TO", "true");
+
+/// A cancellation whose end date cuts a period that was already billed is refused when it is
+/// registered, not only when it would execute: otherwise the sweep refuses to execute it every
+/// day and the contract stays active past its end date. With `allow_end_before_billed_to` set
+/// in the configuration it is registered, and executing it credits the billed difference.
+fn cancel_cutting_a_billed_period_is_refused_when_registered(backend: Backend) {
+    let db = TestDb::new(backend);
+    let billed_november = |reference: &str| {
+        changed(
+            monthly_desk(reference),
+            &[
+                ("/schedules/1/status", json!("billed")),
+                ("/schedules/1/document", json!("INV-11")),
+                (
+                    "/documents",
+                    json!([
+                        document("INV-10", "invoice", "complete", 3100),
+                        document("INV-11", "invoice", "complete", 3100),
+                    ]),
+                ),
+            ],
+        )
+    };
+    db.import_ok(&[billed_november("BILLED"), billed_november("BILLED-ALLOWED")]);
+    let before = snapshot(&db, &["BILLED"]);
+    let args = ["--override", "--end-date", "2025-11-15"];
+    let outcome = act(
+        &db,
+        "cancel",
+        &[&["BILLED"][..], &args].concat(),
+        "2025-11-10",
+    );
+    outcome.expect_code(3).expect_stderr(&[
+        "contract 'BILLED'",
+        "schedules[1]: line 'desk' is billed on 'INV-11' for 2025-11-01..2025-11-30, beyond \
+         the end date 2025-11-15",
+        "allow_end_before_billed_to",
+    ]);
+    assert_unchanged(&db, &before, "the refused cancel");
+    // The line's own cancellation is held to the same rule.
+    let line_args = [&["BILLED", "--line", "desk"][..], &args].concat();
+    act(&db, "cancel", &line_args, "2025-11-10")
+        .expect_code(3)
+        .expect_stderr(&["contract 'BILLED'", "schedules[1]", "INV-11"]);
+    assert_unchanged(&db, &before, "the refused line cancel");
+
+    act_with_env(
+        &db,
+        "cancel",
+        &[&["BILLED-ALLOWED"][..], &args].concat(),
+        "2025-11-10",
+        &[ALLOW_BILLED],
+    )
+    .expect_code(0);
+    expect_registered(&db, "BILLED-ALLOWED", "2025-11-10", "2025-11-15");
+    let run = db.run_with_env(&["run", "--as-of", "2025-11-16"], &[ALLOW_BILLED]);
+    run.expect_code(0);
+    let record = expect_cancelled(&db, "BILLED-ALLOWED", "2025-11-15", "2025-11-16");
+    // 15 of 30 days of 3100 = 1550 kept, 1550 credited; December and January deleted.
+    assert_eq!(
+        schedules_of(&record),
+        [
+            sched(
+                "desk",
+                "2025-10-01",
+                "2025-10-31",
+                3100,
+                "billed",
+                Some("INV-10")
+            ),
+            sched(
+                "desk",
+                "2025-11-01",
+                "2025-11-15",
+                1550,
+                "billed",
+                Some("INV-11")
+            ),
+        ],
+        "contract 'BILLED-ALLOWED': schedules"
+    );
+    assert_eq!(
+        document_of(&record, "BILLED-ALLOWED-CN-1"),
+        &document("BILLED-ALLOWED-CN-1", "credit_note", "draft", 1550),
+        "contract 'BILLED-ALLOWED': the credit note"
+    );
+}
+
 /// Nexudus "Cancel contract and issue a final invoice": executing the cancellation bills the
 /// planned schedules up to the end date, the last one prorated, on one draft invoice; the
 /// schedules after the end date are deleted. Without `--final-invoice` they stay planned.
@@ -1687,6 +1778,31 @@ fn database_failure_during_an_action_exits_1_and_changes_nothing(backend: Backen
     cure(&db);
     act(&db, "cancel", &["POISON-C"], "2025-10-01").expect_code(0);
     expect_registered(&db, "POISON-C", "2025-10-01", "2025-10-31");
+
+    // A row another system broke is not the operator's input either: exit 1, naming the
+    // contract (once) and the field.
+    let broken = cli::block_on(
+        db.raw()
+            .execute("UPDATE contracts SET notice_period = '5X' WHERE ref = 'HEALTHY'"),
+    );
+    assert_eq!(broken, 1);
+    let outcome = act(&db, "revoke", &["HEALTHY"], "2025-10-02");
+    outcome.expect_code(1).expect_stderr(&[
+        "contract 'HEALTHY': the stored row breaks the rules: notice_period: '5X'",
+    ]);
+    let reported = report_lines(&outcome);
+    assert_eq!(
+        reported.len(),
+        1,
+        "one report line for contract 'HEALTHY':\n{}",
+        outcome.stderr
+    );
+    assert_eq!(
+        reported[0].matches("HEALTHY").count(),
+        1,
+        "contract 'HEALTHY' named once: {}",
+        reported[0]
+    );
 }
 
 /// `contractd run` exits 1 when a job fails (the database refuses to update one due

@@ -33,6 +33,10 @@
 //!   never sent); draft credit notes refuse the action (Billing Central's rule). A pending
 //!   cancellation of a line refuses it as well as one of the contract. `original_end_date`
 //!   records the old end date only when `E` changes it (SPEC section 3: null while unchanged).
+//! - **Billed periods**: a cancellation whose end date would delete or cut a billed schedule
+//!   is refused unless `allow_end_before_billed_to` is set, when it is registered as well as
+//!   when it executes at once (the sweep would refuse to execute it, and the contract would
+//!   run on past its end date with the cancellation still pending).
 //! - Lines that would start after the new end date are `cancelled`; their end date is capped
 //!   at their own start date (a line cannot end before it starts).
 
@@ -517,8 +521,9 @@ fn refused(contract: &Contract, refusal: RuleRefusal) -> ActionError {
 /// turns `auto_extend` off (of the contract, or of the line), remembers the old value in
 /// `restore_auto_extend`, records the cancellation and leaves the status `active`; the dates
 /// are recomputed as of today. With `immediately`, or an end date before today, the
-/// cancellation executes at once (billing effects, final invoice if asked for), which may be
-/// refused for billed schedules beyond the end date (see [`RulePolicy`]).
+/// cancellation executes at once (billing effects, final invoice if asked for). Refused, when
+/// it executes at once and when it is only registered, for billed schedules beyond the end
+/// date (see [`RulePolicy`]): a registered one would be refused by every sweep.
 ///
 /// Events: `cancellation_registered` / `line_cancellation_registered` (reason and notes in the
 /// details), then the execution's events when it executes at once.
@@ -721,8 +726,11 @@ fn registered_details(
     })
 }
 
-/// Execute at once when asked to or when the end date is already past; otherwise recompute
-/// the dates of the registered state.
+/// Refuse an end date inside a period that is already billed (unless the policy allows it),
+/// whether the cancellation executes at once or later: registered, it would be refused by
+/// every sweep and the contract would run on past its end date. Then execute at once when
+/// asked to or when the end date is already past; otherwise recompute the dates of the
+/// registered state.
 fn finish_cancel(
     mut next: Contract,
     mut events: Vec<ContractEvent>,
@@ -732,13 +740,13 @@ fn finish_cancel(
     today: NaiveDate,
     policy: &RulePolicy,
 ) -> Result<Transition, ActionError> {
-    if immediately || end < today {
-        if !policy.allow_end_before_billed_to {
-            let scope = line.map_or(Scope::Contract, Scope::Line);
-            if let Some(refusal) = billing::billed_beyond(&next, scope, end) {
-                return Err(refusal.into());
-            }
+    if !policy.allow_end_before_billed_to {
+        let scope = line.map_or(Scope::Contract, Scope::Line);
+        if let Some(refusal) = billing::billed_beyond(&next, scope, end) {
+            return Err(refusal.into());
         }
+    }
+    if immediately || end < today {
         let executed = match line {
             None => execute_pending_cancellation(&next, today, policy),
             Some(line) => execute_pending_line_cancellation(&next, line, today, policy),

@@ -33,6 +33,23 @@ pub fn act(db: &TestDb, command: &str, args: &[&str], now: &str) -> Outcome {
     db.run(&full)
 }
 
+/// [`act`] with extra environment variables (configuration such as
+/// `CONTRACTD__BILLING__ALLOW_END_BEFORE_BILLED_TO`).
+pub fn act_with_env(
+    db: &TestDb,
+    command: &str,
+    args: &[&str],
+    now: &str,
+    env: &[(&str, &str)],
+) -> Outcome {
+    let now = instant(now);
+    let mut full = vec![command];
+    full.extend_from_slice(args);
+    full.push("--now");
+    full.push(&now);
+    db.run_with_env(&full, env)
+}
+
 /// `contractd run --as-of DATE`, which must succeed.
 pub fn run_as_of(db: &TestDb, date: &str) -> Outcome {
     let outcome = db.run(&["run", "--as-of", date]);
