@@ -3,14 +3,16 @@
 //! `YYYY-MM-DD` text.
 
 use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
@@ -28,8 +30,6 @@ use crate::contract::record::{
 };
 use crate::contract::{Cancellation, Contract, ContractEvent};
 use crate::lifecycle::Job;
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// The SQLite migrations, embedded in the binary.
 fn migrator() -> Migrator {
@@ -94,14 +94,17 @@ impl SqliteStore {
         if ids.is_empty() {
             return Ok(children);
         }
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let lines = sqlx::query(&format!(
+        // The ids go in as one JSON parameter, so each query is one prepared statement
+        // whatever the batch (ids written into the SQL would prepare a new one every time).
+        let list = Value::from(ids).to_string();
+        let lines = sqlx::query(
             "SELECT contract_id, ref, description, kind, billable, start_date, end_date, status, \
              amount_minor, currency, billing_period, auto_extend, cancellation_received_on, \
              cancellation_end_date, cancellation_reason, cancellation_notes, \
-             cancellation_final_invoice, cancellation_restore_auto_extend \
-             FROM contract_lines WHERE contract_id IN ({list}) ORDER BY contract_id, position"
-        ))
+             cancellation_final_invoice, cancellation_restore_auto_extend FROM contract_lines \
+             WHERE contract_id IN (SELECT value FROM json_each(?1)) ORDER BY contract_id, position",
+        )
+        .bind(&list)
         .fetch_all(&self.pool)
         .await?;
         for row in lines {
@@ -123,10 +126,12 @@ impl SqliteStore {
                 },
             });
         }
-        let schedules = sqlx::query(&format!(
+        let schedules = sqlx::query(
             "SELECT contract_id, line_ref, period_start, period_end, amount_minor, status, document \
-             FROM billing_schedules WHERE contract_id IN ({list}) ORDER BY contract_id, position"
-        ))
+             FROM billing_schedules WHERE contract_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY contract_id, position",
+        )
+        .bind(&list)
         .fetch_all(&self.pool)
         .await?;
         for row in schedules {
@@ -143,10 +148,12 @@ impl SqliteStore {
                     document: row.try_get(6)?,
                 });
         }
-        let documents = sqlx::query(&format!(
+        let documents = sqlx::query(
             "SELECT contract_id, ref, kind, status, consolidated, amount_minor, currency \
-             FROM billing_documents WHERE contract_id IN ({list}) ORDER BY contract_id, position"
-        ))
+             FROM billing_documents WHERE contract_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY contract_id, position",
+        )
+        .bind(&list)
         .fetch_all(&self.pool)
         .await?;
         for row in documents {
@@ -169,8 +176,10 @@ impl SqliteStore {
         ] {
             let rows = sqlx::query(&format!(
                 "SELECT contract_id, ref, status FROM {table} \
-                 WHERE contract_id IN ({list}) ORDER BY contract_id, position"
+                 WHERE contract_id IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY contract_id, position"
             ))
+            .bind(&list)
             .fetch_all(&self.pool)
             .await?;
             for row in rows {
@@ -248,23 +257,27 @@ fn contract_row(row: &SqliteRow, with_due: bool) -> Result<ContractRow, sqlx::Er
     })
 }
 
-fn text_date(date: Option<NaiveDate>) -> Option<String> {
-    date.map(format_date)
-}
+/// How many contracts one import statement inserts.
+const IMPORT_CHUNK: usize = 1000;
 
-/// Bind the cancellation columns (six values).
-fn bind_cancellation<'q>(query: Query<'q>, cancellation: Option<&Cancellation>) -> Query<'q> {
-    query
-        .bind(cancellation.map(|c| format_date(c.received_on)))
-        .bind(cancellation.map(|c| format_date(c.end_date)))
-        .bind(cancellation.and_then(|c| c.reason.clone()))
-        .bind(cancellation.and_then(|c| c.notes.clone()))
-        .bind(cancellation.map(|c| c.final_invoice))
-        .bind(cancellation.map(|c| c.restore_auto_extend))
-}
+/// How many refs one `existing_references` query looks up.
+const LOOKUP_CHUNK: usize = 10_000;
 
-/// The writable contract columns, in the order [`bind_contract`] binds them.
-const WRITE_COLUMNS: [&str; 30] = [
+// Writes go in batches: the rows of a whole batch travel as one JSON array bound to one
+// parameter and [`ROWS`] turns it back into rows inside SQLite, so a batch of a thousand
+// contracts costs a handful of statements instead of several per contract (each statement
+// is a round trip to the connection's worker thread). Element `i` of a row is read with
+// `u.v ->> i`, which gives back exactly the value a bind would have given: TEXT, INTEGER
+// (JSON true/false become 1/0, as bound booleans are), or NULL.
+
+/// The rows of the JSON array `?1` as `u(k, v)`: `k` the row's index, `v` the row in SQLite's
+/// binary JSON form. Materialised, so each row is converted once; otherwise every `u.v ->> i`
+/// would render the row as text and parse it again.
+const ROWS: &str = "WITH u AS MATERIALIZED (SELECT key AS k, jsonb(value) AS v FROM json_each(?1))";
+
+/// The contract columns written from a row array, in array order (`updated_at_ms` is bound
+/// once per statement).
+const CONTRACT_JSON_COLUMNS: [&str; 29] = [
     "customer",
     "status",
     "time_zone",
@@ -293,190 +306,346 @@ const WRITE_COLUMNS: [&str; 30] = [
     "due_expiry_on",
     "due_refresh_on",
     "has_children",
-    "updated_at_ms",
     "ref",
 ];
 
-fn bind_contract<'q>(query: Query<'q>, values: &ContractValues<'_>, now_ms: i64) -> Query<'q> {
-    let contract = values.contract;
-    let query = query
-        .bind(contract.customer.clone())
-        .bind(contract.status.as_str())
-        .bind(contract.time_zone.name())
-        .bind(format_date(contract.start_date))
-        .bind(text_date(contract.end_date))
-        .bind(contract.initial_term.map(|term| term.to_string()))
-        .bind(text_date(contract.original_end_date))
-        .bind(text_date(contract.minimum_term_end))
-        .bind(contract.notice_period.to_string())
-        .bind(contract.cancellation_window.as_str())
-        .bind(contract.auto_extend)
-        .bind(contract.extension_term.map(|term| term.to_string()))
-        .bind(contract.proration.as_str())
-        .bind(contract.end_reason.clone())
-        .bind(contract.end_notes.clone());
-    bind_cancellation(query, values.cancellation())
-        .bind(text_date(contract.cancellation_date))
-        .bind(text_date(contract.latest_cancellation_date))
-        .bind(text_date(values.due.cancellation))
-        .bind(text_date(values.due.extension))
-        .bind(text_date(values.due.expiry))
-        .bind(text_date(values.due.refresh))
-        .bind(values.has_children)
-        .bind(now_ms)
-        .bind(contract.reference.clone())
+const LINE_COLUMNS: [&str; 19] = [
+    "contract_id",
+    "position",
+    "ref",
+    "description",
+    "kind",
+    "billable",
+    "start_date",
+    "end_date",
+    "status",
+    "amount_minor",
+    "currency",
+    "billing_period",
+    "auto_extend",
+    "cancellation_received_on",
+    "cancellation_end_date",
+    "cancellation_reason",
+    "cancellation_notes",
+    "cancellation_final_invoice",
+    "cancellation_restore_auto_extend",
+];
+
+const SCHEDULE_COLUMNS: [&str; 8] = [
+    "contract_id",
+    "position",
+    "line_ref",
+    "period_start",
+    "period_end",
+    "amount_minor",
+    "status",
+    "document",
+];
+
+const DOCUMENT_COLUMNS: [&str; 8] = [
+    "contract_id",
+    "position",
+    "ref",
+    "kind",
+    "status",
+    "consolidated",
+    "amount_minor",
+    "currency",
+];
+
+const REFERENCE_COLUMNS: [&str; 4] = ["contract_id", "position", "ref", "status"];
+
+/// The child tables with their columns, in the order of [`ChildRows::tables`].
+const CHILD_TABLES: [(&str, &[&str]); 5] = [
+    ("contract_lines", &LINE_COLUMNS),
+    ("billing_schedules", &SCHEDULE_COLUMNS),
+    ("billing_documents", &DOCUMENT_COLUMNS),
+    ("renewals", &REFERENCE_COLUMNS),
+    ("change_requests", &REFERENCE_COLUMNS),
+];
+
+/// `u.v ->> first, …` for `count` elements.
+fn json_fields(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|index| format!("u.v ->> {index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-async fn insert_children(
-    tx: &mut Transaction<'static, Sqlite>,
-    contract_id: i64,
-    contract: &Contract,
-) -> Result<(), StorageError> {
-    for (position, line) in contract.lines.iter().enumerate() {
-        let query = sqlx::query(
-            "INSERT INTO contract_lines (contract_id, position, ref, description, kind, billable, \
-             start_date, end_date, status, amount_minor, currency, billing_period, auto_extend, \
-             cancellation_received_on, cancellation_end_date, cancellation_reason, \
-             cancellation_notes, cancellation_final_invoice, cancellation_restore_auto_extend) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(contract_id)
-        .bind(position as i64)
-        .bind(line.reference.clone())
-        .bind(line.description.clone())
-        .bind(line.kind.as_str())
-        .bind(line.billable)
-        .bind(format_date(line.start_date))
-        .bind(text_date(line.end_date))
-        .bind(line.status.as_str())
-        .bind(line.amount_minor)
-        .bind(line.currency.clone())
-        .bind(line.billing_period.map(|period| period.to_string()))
-        .bind(line.auto_extend);
-        bind_cancellation(query, line.cancellation.as_ref())
-            .execute(&mut **tx)
-            .await?;
-    }
-    for (position, schedule) in contract.schedules.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO billing_schedules (contract_id, position, line_ref, period_start, \
-             period_end, amount_minor, status, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(contract_id)
-        .bind(position as i64)
-        .bind(schedule.line_ref.clone())
-        .bind(format_date(schedule.period_start))
-        .bind(format_date(schedule.period_end))
-        .bind(schedule.amount_minor)
-        .bind(schedule.status.as_str())
-        .bind(schedule.document.clone())
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (position, document) in contract.documents.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO billing_documents (contract_id, position, ref, kind, status, \
-             consolidated, amount_minor, currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(contract_id)
-        .bind(position as i64)
-        .bind(document.reference.clone())
-        .bind(document.kind.as_str())
-        .bind(document.status.as_str())
-        .bind(document.consolidated)
-        .bind(document.amount_minor)
-        .bind(document.currency.clone())
-        .execute(&mut **tx)
-        .await?;
-    }
-    let references = [
-        (
-            "renewals",
-            contract
-                .renewals
-                .iter()
-                .map(|r| (r.reference.clone(), r.status.as_str()))
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "change_requests",
-            contract
-                .change_requests
-                .iter()
-                .map(|r| (r.reference.clone(), r.status.as_str()))
-                .collect::<Vec<_>>(),
-        ),
-    ];
-    for (table, entries) in references {
-        for (position, (reference, status)) in entries.into_iter().enumerate() {
-            sqlx::query(&format!(
-                "INSERT INTO {table} (contract_id, position, ref, status) VALUES (?, ?, ?, ?)"
-            ))
-            .bind(contract_id)
-            .bind(position as i64)
-            .bind(reference)
-            .bind(status)
-            .execute(&mut **tx)
-            .await?;
+/// The import insert: one contract per element of `?1`, in array order, refs that exist
+/// skipped (the caller turns a skipped ref into [`StorageError::DuplicateReference`]).
+static INSERT_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{ROWS} INSERT INTO contracts ({}, updated_at_ms) SELECT {}, ?2 \
+         FROM u WHERE true ORDER BY u.k ON CONFLICT (ref) DO NOTHING RETURNING id, ref",
+        CONTRACT_JSON_COLUMNS.join(", "),
+        json_fields(0, CONTRACT_JSON_COLUMNS.len()),
+    )
+});
+
+/// The guarded update of a batch: each element of `?1` is `[id, expected version, columns…]`;
+/// a row changes only while it still has the expected version (and ref); the ids of the rows
+/// that changed come back.
+static UPDATE_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let last = CONTRACT_JSON_COLUMNS.len() - 1;
+    let assignments = CONTRACT_JSON_COLUMNS[..last]
+        .iter()
+        .enumerate()
+        .map(|(index, column)| format!("{column} = u.v ->> {}", index + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{ROWS} UPDATE contracts SET version = version + 1, {assignments}, \
+         updated_at_ms = ?2 FROM u WHERE contracts.id = u.v ->> 0 AND contracts.version = u.v ->> 1 \
+         AND contracts.ref = u.v ->> {} RETURNING contracts.id",
+        last + 2
+    )
+});
+
+/// Per child table: the insert of one row per element of `?1`.
+static INSERT_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    CHILD_TABLES
+        .iter()
+        .map(|(table, columns)| {
+            format!(
+                "{ROWS} INSERT INTO {table} ({}) SELECT {} FROM u",
+                columns.join(", "),
+                json_fields(0, columns.len())
+            )
+        })
+        .collect()
+});
+
+/// Events in array order, each unless its contract has its transition key already; the ones
+/// inserted come back.
+static INSERT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{ROWS} INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, \
+         line_ref, details, transition_key, run_id, recorded_at_ms) SELECT {}, ?2, ?3 \
+         FROM u WHERE true ORDER BY u.k ON CONFLICT (contract_id, transition_key) DO NOTHING \
+         RETURNING contract_id, transition_key",
+        json_fields(0, 7)
+    )
+});
+
+/// Per child table: the delete of the children of the contract ids in `?1`.
+static DELETE_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    CHILD_TABLES
+        .iter()
+        .map(|(table, _)| {
+            format!("DELETE FROM {table} WHERE contract_id IN (SELECT value FROM json_each(?1))")
+        })
+        .collect()
+});
+
+fn date_json(date: Option<NaiveDate>) -> Value {
+    date.map(format_date).into()
+}
+
+/// Append the six cancellation columns.
+fn push_cancellation(row: &mut Vec<Value>, cancellation: Option<&Cancellation>) {
+    row.push(cancellation.map(|c| format_date(c.received_on)).into());
+    row.push(cancellation.map(|c| format_date(c.end_date)).into());
+    row.push(cancellation.and_then(|c| c.reason.clone()).into());
+    row.push(cancellation.and_then(|c| c.notes.clone()).into());
+    row.push(cancellation.map(|c| c.final_invoice).into());
+    row.push(cancellation.map(|c| c.restore_auto_extend).into());
+}
+
+/// Append the columns of [`CONTRACT_JSON_COLUMNS`].
+fn push_contract(row: &mut Vec<Value>, values: &ContractValues<'_>) {
+    let contract = values.contract;
+    row.push(contract.customer.clone().into());
+    row.push(contract.status.as_str().into());
+    row.push(contract.time_zone.name().into());
+    row.push(format_date(contract.start_date).into());
+    row.push(date_json(contract.end_date));
+    row.push(contract.initial_term.map(|term| term.to_string()).into());
+    row.push(date_json(contract.original_end_date));
+    row.push(date_json(contract.minimum_term_end));
+    row.push(contract.notice_period.to_string().into());
+    row.push(contract.cancellation_window.as_str().into());
+    row.push(contract.auto_extend.into());
+    row.push(contract.extension_term.map(|term| term.to_string()).into());
+    row.push(contract.proration.as_str().into());
+    row.push(contract.end_reason.clone().into());
+    row.push(contract.end_notes.clone().into());
+    push_cancellation(row, values.cancellation());
+    row.push(date_json(contract.cancellation_date));
+    row.push(date_json(contract.latest_cancellation_date));
+    row.push(date_json(values.due.cancellation));
+    row.push(date_json(values.due.extension));
+    row.push(date_json(values.due.expiry));
+    row.push(date_json(values.due.refresh));
+    row.push(values.has_children.into());
+    row.push(contract.reference.clone().into());
+}
+
+/// The children of many contracts, one row array per child, by table.
+#[derive(Default)]
+struct ChildRows {
+    /// Rows of each table of [`CHILD_TABLES`], in that order.
+    tables: [Vec<Value>; 5],
+}
+
+impl ChildRows {
+    fn push(&mut self, contract_id: i64, contract: &Contract) {
+        let [lines, schedules, documents, renewals, change_requests] = &mut self.tables;
+        for (position, line) in contract.lines.iter().enumerate() {
+            let mut row: Vec<Value> = vec![
+                contract_id.into(),
+                (position as i64).into(),
+                line.reference.clone().into(),
+                line.description.clone().into(),
+                line.kind.as_str().into(),
+                line.billable.into(),
+                format_date(line.start_date).into(),
+                date_json(line.end_date),
+                line.status.as_str().into(),
+                line.amount_minor.into(),
+                line.currency.clone().into(),
+                line.billing_period.map(|period| period.to_string()).into(),
+                line.auto_extend.into(),
+            ];
+            push_cancellation(&mut row, line.cancellation.as_ref());
+            lines.push(Value::Array(row));
+        }
+        for (position, schedule) in contract.schedules.iter().enumerate() {
+            schedules.push(Value::Array(vec![
+                contract_id.into(),
+                (position as i64).into(),
+                schedule.line_ref.clone().into(),
+                format_date(schedule.period_start).into(),
+                format_date(schedule.period_end).into(),
+                schedule.amount_minor.into(),
+                schedule.status.as_str().into(),
+                schedule.document.clone().into(),
+            ]));
+        }
+        for (position, document) in contract.documents.iter().enumerate() {
+            documents.push(Value::Array(vec![
+                contract_id.into(),
+                (position as i64).into(),
+                document.reference.clone().into(),
+                document.kind.as_str().into(),
+                document.status.as_str().into(),
+                document.consolidated.into(),
+                document.amount_minor.into(),
+                document.currency.clone().into(),
+            ]));
+        }
+        for (position, renewal) in contract.renewals.iter().enumerate() {
+            renewals.push(Value::Array(vec![
+                contract_id.into(),
+                (position as i64).into(),
+                renewal.reference.clone().into(),
+                renewal.status.as_str().into(),
+            ]));
+        }
+        for (position, request) in contract.change_requests.iter().enumerate() {
+            change_requests.push(Value::Array(vec![
+                contract_id.into(),
+                (position as i64).into(),
+                request.reference.clone().into(),
+                request.status.as_str().into(),
+            ]));
         }
     }
-    Ok(())
+
+    async fn insert(self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StorageError> {
+        for (rows, sql) in self.tables.into_iter().zip(INSERT_CHILDREN_SQL.iter()) {
+            if !rows.is_empty() {
+                sqlx::query(sql)
+                    .bind(Value::Array(rows).to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
+/// Delete every child row of these contracts.
 async fn delete_children(
     tx: &mut Transaction<'static, Sqlite>,
-    contract_id: i64,
+    contract_ids: &[i64],
 ) -> Result<(), StorageError> {
-    for table in [
-        "contract_lines",
-        "billing_schedules",
-        "billing_documents",
-        "renewals",
-        "change_requests",
-    ] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE contract_id = ?"))
-            .bind(contract_id)
-            .execute(&mut **tx)
-            .await?;
+    let ids = Value::from(contract_ids.to_vec()).to_string();
+    for sql in DELETE_CHILDREN_SQL.iter() {
+        sqlx::query(sql).bind(&ids).execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-async fn insert_events(
-    tx: &mut Transaction<'static, Sqlite>,
-    contract_id: i64,
-    contract_ref: &str,
-    new_version: i64,
-    events: &[ContractEvent],
-    run_id: Option<&str>,
-    now_ms: i64,
-) -> Result<(), StorageError> {
-    for (index, event) in events.iter().enumerate() {
-        let key = transition_key(event, new_version, index);
-        let inserted = sqlx::query(
-            "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
-             details, transition_key, run_id, recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (contract_id, transition_key) DO NOTHING",
-        )
-        .bind(contract_id)
-        .bind(contract_ref)
-        .bind(event.kind.as_str())
-        .bind(format_date(event.effective_on))
-        .bind(event.line_ref.clone())
-        .bind(event.details.to_string())
-        .bind(key.clone())
-        .bind(run_id)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StorageError::DuplicateTransition {
-                contract_ref: contract_ref.to_string(),
-                transition_key: key,
-            });
+/// Events of many contracts, for one insert.
+#[derive(Default)]
+struct EventRows {
+    /// `[contract id, contract ref, kind, effective on, line ref, details, transition key]`.
+    rows: Vec<Value>,
+    /// What was sent, in order: (contract id, contract ref, transition key).
+    sent: Vec<(i64, String, String)>,
+}
+
+impl EventRows {
+    fn push(
+        &mut self,
+        contract_id: i64,
+        contract_ref: &str,
+        new_version: i64,
+        events: &[ContractEvent],
+    ) {
+        for (index, event) in events.iter().enumerate() {
+            let key = transition_key(event, new_version, index);
+            self.rows.push(Value::Array(vec![
+                contract_id.into(),
+                contract_ref.into(),
+                event.kind.as_str().into(),
+                format_date(event.effective_on).into(),
+                event.line_ref.clone().into(),
+                event.details.to_string().into(),
+                key.clone().into(),
+            ]));
+            self.sent.push((contract_id, contract_ref.to_string(), key));
         }
     }
-    Ok(())
+
+    /// Insert every event, in order; a transition key a contract already has is refused with
+    /// [`StorageError::DuplicateTransition`] naming the first such event.
+    async fn insert(
+        self,
+        tx: &mut Transaction<'static, Sqlite>,
+        run_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(&INSERT_EVENTS_SQL)
+            .bind(Value::Array(self.rows).to_string())
+            .bind(run_id)
+            .bind(now_ms)
+            .fetch_all(&mut **tx)
+            .await?;
+        if rows.len() == self.sent.len() {
+            return Ok(());
+        }
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            inserted.insert((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+        let missing = self
+            .sent
+            .into_iter()
+            .find(|(id, _, key)| !inserted.remove(&(*id, key.clone())));
+        let (contract_ref, transition_key) = match missing {
+            Some((_, reference, key)) => (reference, key),
+            None => (String::new(), String::new()),
+        };
+        Err(StorageError::DuplicateTransition {
+            contract_ref,
+            transition_key,
+        })
+    }
 }
 
 fn run_key(row: &SqliteRow, first: usize) -> Result<Option<RunKey>, sqlx::Error> {
@@ -522,40 +691,52 @@ impl ContractStore for SqliteStore {
         contracts: &[NewContract],
         now_ms: i64,
     ) -> Result<(), StorageError> {
+        let mut zones = BTreeSet::new();
         let mut tx = self.write().await?;
-        let insert = format!(
-            "INSERT INTO contracts ({}) VALUES ({}) ON CONFLICT (ref) DO NOTHING RETURNING id",
-            WRITE_COLUMNS.join(", "),
-            vec!["?"; WRITE_COLUMNS.len()].join(", ")
-        );
-        for new in contracts {
-            let values = ContractValues::of(&new.contract);
-            let id: Option<i64> = bind_contract(sqlx::query(&insert), &values, now_ms)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| row.try_get(0))
-                .transpose()?;
-            let Some(id) = id else {
-                return Err(StorageError::DuplicateReference(
-                    new.contract.reference.clone(),
-                ));
-            };
-            insert_children(&mut tx, id, &new.contract).await?;
-            let event = imported_event(&new.contract, new.imported_on);
-            insert_events(
-                &mut tx,
-                id,
-                &new.contract.reference,
-                1,
-                &[event],
-                None,
-                now_ms,
-            )
-            .await?;
-            sqlx::query("INSERT INTO contract_zones (time_zone) VALUES (?) ON CONFLICT DO NOTHING")
-                .bind(new.contract.time_zone.name())
-                .execute(&mut *tx)
+        for chunk in contracts.chunks(IMPORT_CHUNK) {
+            let rows: Vec<Value> = chunk
+                .iter()
+                .map(|new| {
+                    let mut row = Vec::with_capacity(CONTRACT_JSON_COLUMNS.len());
+                    push_contract(&mut row, &ContractValues::of(&new.contract));
+                    Value::Array(row)
+                })
+                .collect();
+            let inserted = sqlx::query(&INSERT_CONTRACTS_SQL)
+                .bind(Value::Array(rows).to_string())
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
                 .await?;
+            let mut ids = HashMap::with_capacity(inserted.len());
+            for row in &inserted {
+                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+            }
+            let mut children = ChildRows::default();
+            let mut events = EventRows::default();
+            for new in chunk {
+                // A ref that exists, or that came twice in the input (only its first
+                // occurrence was inserted), is a duplicate.
+                let Some(id) = ids.remove(&new.contract.reference) else {
+                    return Err(StorageError::DuplicateReference(
+                        new.contract.reference.clone(),
+                    ));
+                };
+                children.push(id, &new.contract);
+                let event = imported_event(&new.contract, new.imported_on);
+                events.push(id, &new.contract.reference, 1, &[event]);
+                zones.insert(new.contract.time_zone.name());
+            }
+            children.insert(&mut tx).await?;
+            events.insert(&mut tx, None, now_ms).await?;
+        }
+        if !zones.is_empty() {
+            sqlx::query(
+                "INSERT INTO contract_zones (time_zone) SELECT value FROM json_each(?1) \
+                 WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(Value::from(zones.into_iter().collect::<Vec<_>>()).to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -566,14 +747,15 @@ impl ContractStore for SqliteStore {
         references: &[String],
     ) -> Result<Vec<String>, StorageError> {
         let mut existing = Vec::new();
-        for chunk in references.chunks(500) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
-            let sql = format!("SELECT ref FROM contracts WHERE ref IN ({placeholders})");
-            let mut query = sqlx::query_scalar::<_, String>(&sql);
-            for reference in chunk {
-                query = query.bind(reference);
-            }
-            existing.extend(query.fetch_all(&self.pool).await?);
+        for chunk in references.chunks(LOOKUP_CHUNK) {
+            existing.extend(
+                sqlx::query_scalar::<_, String>(
+                    "SELECT ref FROM contracts WHERE ref IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(Value::from(chunk.to_vec()).to_string())
+                .fetch_all(&self.pool)
+                .await?,
+            );
         }
         Ok(existing)
     }
@@ -739,44 +921,74 @@ impl ContractStore for SqliteStore {
         changes: &[ContractChange],
         now_ms: i64,
     ) -> Result<CommitOutcome, StorageError> {
-        let mut tx = self.write().await?;
-        let update = format!(
-            "UPDATE contracts SET version = version + 1, {} WHERE ref = ? AND id = ? AND version = ?",
-            WRITE_COLUMNS[..WRITE_COLUMNS.len() - 1]
-                .iter()
-                .map(|column| format!("{column} = ?"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut outcome = CommitOutcome::default();
-        let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
-        for change in changes {
-            let values = ContractValues::of(&change.contract);
-            let updated = bind_contract(sqlx::query(&update), &values, now_ms)
-                .bind(change.id)
-                .bind(change.expected_version)
-                .execute(&mut *tx)
-                .await?;
-            if updated.rows_affected() == 0 {
-                outcome.conflicts += 1;
-                continue;
+        // A contract changed twice in one batch is applied in order: the n-th change of each
+        // contract goes into the n-th statement.
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut seen: HashMap<i64, usize> = HashMap::new();
+        for (index, change) in changes.iter().enumerate() {
+            let occurrence = seen.entry(change.id).or_insert(0);
+            if rounds.len() <= *occurrence {
+                rounds.push(Vec::new());
             }
-            if change.children_changed {
-                delete_children(&mut tx, change.id).await?;
-                insert_children(&mut tx, change.id, &change.contract).await?;
-            }
-            insert_events(
-                &mut tx,
-                change.id,
-                &change.contract.reference,
-                change.expected_version + 1,
-                &change.events,
-                run_id,
-                now_ms,
-            )
-            .await?;
-            outcome.applied += 1;
+            rounds[*occurrence].push(index);
+            *occurrence += 1;
         }
+        let mut applied = vec![false; changes.len()];
+        let mut tx = self.write().await?;
+        for round in rounds {
+            let rows: Vec<Value> = round
+                .iter()
+                .map(|&index| {
+                    let change = &changes[index];
+                    let mut row = Vec::with_capacity(CONTRACT_JSON_COLUMNS.len() + 2);
+                    row.push(change.id.into());
+                    row.push(change.expected_version.into());
+                    push_contract(&mut row, &ContractValues::of(&change.contract));
+                    Value::Array(row)
+                })
+                .collect();
+            let updated: HashSet<i64> = sqlx::query_scalar::<_, i64>(&UPDATE_CONTRACTS_SQL)
+                .bind(Value::Array(rows).to_string())
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            let mut rewritten = Vec::new();
+            let mut children = ChildRows::default();
+            for &index in &round {
+                let change = &changes[index];
+                if !updated.contains(&change.id) {
+                    continue;
+                }
+                applied[index] = true;
+                if change.children_changed {
+                    rewritten.push(change.id);
+                    children.push(change.id, &change.contract);
+                }
+            }
+            if !rewritten.is_empty() {
+                delete_children(&mut tx, &rewritten).await?;
+                children.insert(&mut tx).await?;
+            }
+        }
+        let mut events = EventRows::default();
+        let mut outcome = CommitOutcome::default();
+        for (change, applied) in changes.iter().zip(&applied) {
+            if *applied {
+                outcome.applied += 1;
+                events.push(
+                    change.id,
+                    &change.contract.reference,
+                    change.expected_version + 1,
+                    &change.events,
+                );
+            } else {
+                outcome.conflicts += 1;
+            }
+        }
+        let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
+        events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
             let advanced = sqlx::query(
                 "UPDATE job_runs SET cursor_due = ?, cursor_id = ?, examined = ?, changed = ?, \
