@@ -1,0 +1,1903 @@
+//! The sweep benchmark (issue 8): the real import and the real sweep over a large, realistic
+//! population, against the floor (hand-written set-based SQL making the same transitions) and
+//! against a row-at-a-time loop (one transaction per contract), on SQLite and PostgreSQL.
+//!
+//! ```text
+//! cargo bench --bench sweep -- [--contracts N] [--backend sqlite|postgres|both]
+//!                              [--batch-size B] [--row-sample S] [--ticks T] [--seed X]
+//!                              [--postgres-url URL]
+//! ```
+//!
+//! Defaults: 1,000,000 contracts, both backends, the batch size of `config/default.toml`,
+//! a row-at-a-time sample of 50,000 contracts, 20 no-op ticks. PostgreSQL is the server at
+//! `--postgres-url` (or `CONTRACTD_BENCH_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, trust auth): each run creates
+//! `contractd_bench_<uuid>_{sweep,floor,rows}` and drops them at the end.
+//!
+//! Every measured phase runs in a child process (this binary re-executed with a hidden
+//! `--phase` argument), so each peak resident memory figure (VmHWM) is that phase's alone: the
+//! import, which holds the whole file in memory, does not pollute the sweep's figure.
+//!
+//! What is measured, per backend (see docs/benchmarks.md):
+//! 1. import of the generated JSON Lines file through `contractd::transfer::import`;
+//! 2. one full sweep of business date 2026-04-01 with `contractd::sweep::sweep_due`
+//!    (`as_of` that date, every zone), per job; then the no-op tick (the same call again, which
+//!    must claim no run and read no contract), median of T;
+//! 3. on a copy of the imported database: the floor for `execute_cancellations` and `expire`;
+//! 4. on another copy: the row-at-a-time loop for the same two jobs, on a sample;
+//! 5. a check that the floor made the same transitions as the sweep.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Executor, PgPool, Row, SqlitePool};
+
+use contractd::calendar::{billing_period, prorate, shift, shift_back, Period};
+use contractd::clock::OffsetClock;
+use contractd::config::Settings;
+use contractd::contract::record::ParseDefaults;
+use contractd::contract::Contract;
+use contractd::lifecycle::{apply_job, Job, RulePolicy};
+use contractd::shutdown::Shutdown;
+use contractd::storage::sqlite::SqliteSettings;
+use contractd::storage::{
+    ContractChange, ContractStore, PostgresSettings, PostgresStore, SqliteStore,
+};
+use contractd::sweep::{sweep_due, JobOutcome, SweepOptions};
+use contractd::transfer::import;
+
+/// The business date the sweep runs: the first of a month, so monthly deadlines roll over as
+/// they do once a month in production.
+const BUSINESS_DATE: &str = "2026-04-01";
+
+/// When the import runs: every zone is on 2026-03-30 or 2026-03-31 then.
+const IMPORT_NOW: &str = "2026-03-31T06:00:00Z";
+
+/// The sweep's clock (only ledger timestamps depend on it: `as_of` gives the date).
+const SWEEP_NOW: &str = "2026-04-01T06:00:00Z";
+
+/// The server used unless `--postgres-url` or `CONTRACTD_BENCH_POSTGRES_URL` names another.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// 24 IANA zones with a weight each (how many contracts live there, relatively): DST at
+/// midnight (Santiago, Asuncion), half-hour offsets (Kolkata), both hemispheres, ±13 hours.
+const ZONES: [(&str, u32); 24] = [
+    ("Europe/Berlin", 10),
+    ("America/New_York", 9),
+    ("Europe/London", 8),
+    ("America/Los_Angeles", 7),
+    ("Europe/Paris", 6),
+    ("America/Chicago", 5),
+    ("Asia/Tokyo", 5),
+    ("Asia/Shanghai", 4),
+    ("Asia/Kolkata", 4),
+    ("Australia/Sydney", 4),
+    ("Europe/Madrid", 4),
+    ("America/Sao_Paulo", 4),
+    ("America/Toronto", 3),
+    ("America/Mexico_City", 3),
+    ("America/Denver", 3),
+    ("Asia/Singapore", 3),
+    ("Europe/Warsaw", 3),
+    ("Asia/Dubai", 2),
+    ("Pacific/Auckland", 2),
+    ("Africa/Johannesburg", 2),
+    ("America/Santiago", 2),
+    ("America/Asuncion", 1),
+    ("Africa/Lagos", 1),
+    ("Pacific/Honolulu", 1),
+];
+
+/// The two jobs the floor and the row-at-a-time loop do, in sweep order.
+const COMPARED_JOBS: [Job; 2] = [Job::ExecuteCancellations, Job::Expire];
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(error) => {
+            eprintln!("sweep bench: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match &args.phase {
+        Some(phase) => {
+            let result = runtime.block_on(run_phase(phase, &args))?;
+            println!("RESULT {result}");
+            Ok(())
+        }
+        None => runtime.block_on(orchestrate(&args)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    contracts: usize,
+    backends: Vec<Backend>,
+    batch_size: u32,
+    row_sample: usize,
+    ticks: usize,
+    seed: u64,
+    postgres_url: String,
+    /// Hidden: run one phase in this (child) process.
+    phase: Option<String>,
+    /// Hidden: the phase's backend.
+    backend: Option<Backend>,
+    /// Hidden: the phase's database URL.
+    url: Option<String>,
+    /// Hidden: the import file.
+    file: Option<PathBuf>,
+}
+
+fn usage() -> &'static str {
+    "usage: cargo bench --bench sweep -- [--contracts N] [--backend sqlite|postgres|both] \
+     [--batch-size B] [--row-sample S] [--ticks T] [--seed X] [--postgres-url URL]"
+}
+
+impl Args {
+    fn parse(raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+        let defaults = Settings::load(None, None).context("loading config/default.toml")?;
+        let mut args = Args {
+            contracts: 1_000_000,
+            backends: vec![Backend::Sqlite, Backend::Postgres],
+            batch_size: defaults.sweep.batch_size,
+            row_sample: 50_000,
+            ticks: 20,
+            seed: 8,
+            postgres_url: std::env::var("CONTRACTD_BENCH_POSTGRES_URL")
+                .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string()),
+            phase: None,
+            backend: None,
+            url: None,
+            file: None,
+        };
+        let mut raw = raw.peekable();
+        while let Some(flag) = raw.next() {
+            let mut value = || {
+                raw.next()
+                    .ok_or_else(|| anyhow!("{flag} needs a value\n{}", usage()))
+            };
+            match flag.as_str() {
+                // cargo bench passes --bench to harness = false targets.
+                "--bench" => {}
+                "--contracts" => args.contracts = number(&value()?)?,
+                "--backend" => {
+                    args.backends = match value()?.as_str() {
+                        "sqlite" => vec![Backend::Sqlite],
+                        "postgres" => vec![Backend::Postgres],
+                        "both" => vec![Backend::Sqlite, Backend::Postgres],
+                        other => bail!("unknown backend '{other}'\n{}", usage()),
+                    }
+                }
+                "--batch-size" => args.batch_size = u32::try_from(number(&value()?)?)?,
+                "--row-sample" => args.row_sample = number(&value()?)?,
+                "--ticks" => args.ticks = number(&value()?)?.max(1),
+                "--seed" => args.seed = u64::try_from(number(&value()?)?)?,
+                "--postgres-url" => args.postgres_url = value()?,
+                "--phase" => args.phase = Some(value()?),
+                "--phase-backend" => {
+                    args.backend = Some(match value()?.as_str() {
+                        "sqlite" => Backend::Sqlite,
+                        _ => Backend::Postgres,
+                    })
+                }
+                "--url" => args.url = Some(value()?),
+                "--file" => args.file = Some(PathBuf::from(value()?)),
+                "--help" | "-h" => {
+                    println!("{}", usage());
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument '{other}'\n{}", usage()),
+            }
+        }
+        if args.contracts == 0 || args.batch_size == 0 {
+            bail!("--contracts and --batch-size must be positive");
+        }
+        Ok(args)
+    }
+}
+
+/// `1000000`, `1_000_000` or `1,000,000`.
+fn number(text: &str) -> anyhow::Result<usize> {
+    text.replace(['_', ','], "")
+        .parse()
+        .with_context(|| format!("'{text}' is not a number"))
+}
+
+fn business_date() -> NaiveDate {
+    NaiveDate::from_str(BUSINESS_DATE).expect("business date")
+}
+
+fn instant(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("instant")
+        .with_timezone(&Utc)
+}
+
+fn period(text: &str) -> Period {
+    Period::parse(text).expect("period")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The population
+// ---------------------------------------------------------------------------------------------
+
+/// What a generated contract is meant to need on the business date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// Fixed term that ended in the last days, no auto extension: `expire`.
+    Expiry,
+    /// A pending cancellation whose end date passed: `execute_cancellations`.
+    Cancellation,
+    /// Auto-extending, notice deadline passed: `auto_extend`.
+    Extension,
+    /// Open-ended, latest cancellation date passed (end of March): `refresh_deadlines`.
+    Deadline,
+    /// Fixed term ending later (half of them auto-extending): nothing due.
+    Term,
+    /// Open-ended with a deadline ahead: nothing due.
+    Evergreen,
+    /// A cancellation pending for a later end date: nothing due.
+    LaterCancellation,
+    /// Ended long ago (expired or cancelled): never read.
+    Ended,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Expiry => "expiry due",
+            Kind::Cancellation => "scheduled cancellation due",
+            Kind::Extension => "extension due",
+            Kind::Deadline => "deadline refresh due",
+            Kind::Term => "fixed term, not due",
+            Kind::Evergreen => "open-ended, not due",
+            Kind::LaterCancellation => "cancellation pending later",
+            Kind::Ended => "ended (expired/cancelled)",
+        }
+    }
+
+    fn pick(rng: &mut StdRng) -> Kind {
+        let roll: f64 = rng.random();
+        match roll {
+            r if r < 0.075 => Kind::Expiry,
+            r if r < 0.150 => Kind::Cancellation,
+            r if r < 0.225 => Kind::Extension,
+            r if r < 0.300 => Kind::Deadline,
+            r if r < 0.700 => Kind::Term,
+            r if r < 0.900 => Kind::Evergreen,
+            r if r < 0.950 => Kind::LaterCancellation,
+            _ => Kind::Ended,
+        }
+    }
+}
+
+/// Write `count` contracts to `path` as JSON Lines; returns how many of each kind.
+fn generate(path: &Path, count: usize, seed: u64) -> anyhow::Result<BTreeMap<Kind, usize>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total_weight: u32 = ZONES.iter().map(|(_, weight)| weight).sum();
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut kinds = BTreeMap::new();
+    for index in 0..count {
+        let mut roll = rng.random_range(0..total_weight);
+        let zone = ZONES
+            .iter()
+            .find(|(_, weight)| {
+                if roll < *weight {
+                    true
+                } else {
+                    roll -= weight;
+                    false
+                }
+            })
+            .map(|(zone, _)| *zone)
+            .unwrap_or("UTC");
+        let kind = Kind::pick(&mut rng);
+        *kinds.entry(kind).or_insert(0) += 1;
+        let record = contract(index, zone, kind, &mut rng);
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(kinds)
+}
+
+fn days_before(date: NaiveDate, days: u64) -> NaiveDate {
+    date.checked_sub_days(Days::new(days)).expect("date")
+}
+
+fn days_after(date: NaiveDate, days: u64) -> NaiveDate {
+    date.checked_add_days(Days::new(days)).expect("date")
+}
+
+fn pick<'a>(rng: &mut StdRng, choices: &[&'a str]) -> &'a str {
+    choices[rng.random_range(0..choices.len())]
+}
+
+/// A day in the last three days before the business date, mostly yesterday.
+fn recent_day(rng: &mut StdRng) -> NaiveDate {
+    let back = match rng.random_range(0..10) {
+        0 => 3,
+        1 => 2,
+        _ => 1,
+    };
+    days_before(business_date(), back)
+}
+
+/// The last day of the month `months` after the business date's.
+fn month_end_after(months: u32) -> NaiveDate {
+    let first = business_date().with_day(1).expect("first of month");
+    let next_first = shift(first, period(&format!("{}M", months + 1)));
+    days_before(next_first, 1)
+}
+
+/// One contract of `kind` as an import record.
+fn contract(index: usize, zone: &str, kind: Kind, rng: &mut StdRng) -> Value {
+    let today = business_date();
+    let mut record = json!({
+        "ref": format!("BENCH-{index:08}"),
+        "customer": format!("Customer {:06}", rng.random_range(0..200_000)),
+        "time_zone": zone,
+    });
+    let mut auto_extend = false;
+    let mut status = "active";
+    let (start, end): (NaiveDate, Option<NaiveDate>) = match kind {
+        Kind::Expiry => {
+            let end = recent_day(rng);
+            let term = pick(rng, &["1Y", "1Y", "6M", "2Y", "3M"]);
+            record["notice_period"] = pick(rng, &["0D", "1M", "3M"]).into();
+            record["cancellation_window"] = "end_of_term".into();
+            (shift_back(days_after(end, 1), period(term)), Some(end))
+        }
+        Kind::Cancellation => {
+            let cancel_end = recent_day(rng);
+            let start = days_before(cancel_end, rng.random_range(60..900));
+            let end = rng
+                .random_bool(0.4)
+                .then(|| days_after(today, rng.random_range(30..400)));
+            let restore = rng.random_bool(0.5);
+            record["notice_period"] = pick(rng, &["0D", "1M"]).into();
+            record["cancellation_window"] = "end_of_month".into();
+            record["cancellation"] = json!({
+                "received_on": days_before(cancel_end, rng.random_range(10..60)).to_string(),
+                "end_date": cancel_end.to_string(),
+                "reason": pick(rng, &["moving", "price", "closing", "downsizing"]),
+                "notes": format!("ticket {}", rng.random_range(10_000..99_999)),
+                "final_invoice": false,
+                "restore_auto_extend": restore,
+            });
+            (start, end)
+        }
+        Kind::Extension => {
+            let deadline = recent_day(rng);
+            // A notice period, so the end date is still ahead: with none, the contract would be
+            // due for expiry too (auto_extend runs first and extends it, but the floor, which
+            // only does execute_cancellations and expire, would expire it).
+            let notice = pick(rng, &["1M", "1M", "3M", "2W"]);
+            let end = shift(deadline, period(notice));
+            debug_assert!(shift_back(end, period(notice)) < today && end >= today);
+            record["notice_period"] = notice.into();
+            auto_extend = true;
+            record["cancellation_window"] = "end_of_term".into();
+            record["extension_term"] = pick(rng, &["1Y", "1Y", "1Y", "1M", "1Q", "2Y"]).into();
+            (shift_back(days_after(end, 1), period("1Y")), Some(end))
+        }
+        Kind::Deadline => {
+            // Each of these has its latest cancellation date on 31 March.
+            let (window, notice) = *[
+                ("end_of_month", "0D"),
+                ("end_of_month", "1M"),
+                ("end_of_quarter", "0D"),
+                ("end_of_quarter", "3M"),
+                ("end_of_year", "9M"),
+            ]
+            .get(rng.random_range(0..5))
+            .expect("choice");
+            record["notice_period"] = notice.into();
+            record["cancellation_window"] = window.into();
+            (days_before(today, rng.random_range(40..1500)), None)
+        }
+        Kind::Term => {
+            let end = days_after(today, rng.random_range(100..900));
+            let term = pick(rng, &["1Y", "2Y", "3Y"]);
+            record["notice_period"] = pick(rng, &["0D", "2W", "1M", "3M"]).into();
+            record["cancellation_window"] = "end_of_term".into();
+            if rng.random_bool(0.5) {
+                auto_extend = true;
+                record["extension_term"] = pick(rng, &["1Y", "1M", "1Q"]).into();
+            }
+            let start = shift_back(days_after(end, 1), period(term));
+            (start.min(days_before(today, 1)), Some(end))
+        }
+        Kind::Evergreen => {
+            let (window, notice) = *[
+                ("end_of_month", "7D"),
+                ("end_of_month", "2W"),
+                ("end_of_quarter", "1M"),
+                ("end_of_quarter", "2W"),
+                ("end_of_year", "1M"),
+                ("end_of_year", "3M"),
+            ]
+            .get(rng.random_range(0..6))
+            .expect("choice");
+            record["notice_period"] = notice.into();
+            record["cancellation_window"] = window.into();
+            (days_before(today, rng.random_range(40..1500)), None)
+        }
+        Kind::LaterCancellation => {
+            let cancel_end = month_end_after(rng.random_range(1..10));
+            record["notice_period"] = pick(rng, &["0D", "1M"]).into();
+            record["cancellation_window"] = "end_of_month".into();
+            record["cancellation"] = json!({
+                "received_on": days_before(today, rng.random_range(1..30)).to_string(),
+                "end_date": cancel_end.to_string(),
+                "reason": pick(rng, &["moving", "price"]),
+                "final_invoice": false,
+                "restore_auto_extend": false,
+            });
+            (days_before(today, rng.random_range(60..900)), None)
+        }
+        Kind::Ended => {
+            let end = days_before(today, rng.random_range(30..700));
+            status = if rng.random_bool(0.7) {
+                "expired"
+            } else {
+                record["end_reason"] = "moving".into();
+                "cancelled"
+            };
+            record["notice_period"] = "1M".into();
+            record["cancellation_window"] = "end_of_term".into();
+            (shift_back(days_after(end, 1), period("1Y")), Some(end))
+        }
+    };
+    record["status"] = status.into();
+    record["start_date"] = start.to_string().into();
+    if let Some(end) = end {
+        record["end_date"] = end.to_string().into();
+    }
+    record["auto_extend"] = auto_extend.into();
+    if rng.random_bool(0.1) {
+        add_lines(
+            &mut record,
+            start,
+            end,
+            auto_extend,
+            status != "active",
+            rng,
+        );
+    }
+    record
+}
+
+/// One or two monthly recurring lines with their billing schedules around the business date
+/// (billed until a month ago, planned after).
+fn add_lines(
+    record: &mut Value,
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+    auto_extend: bool,
+    ended: bool,
+    rng: &mut StdRng,
+) {
+    let today = business_date();
+    let monthly = period("1M");
+    let mut lines = Vec::new();
+    let mut schedules = Vec::new();
+    let count = if rng.random_bool(0.3) { 2 } else { 1 };
+    for number in 0..count {
+        let (reference, kind, billable) = if number == 0 {
+            ("seat", "recurring_fixed", true)
+        } else {
+            ("usage", "recurring_usage", false)
+        };
+        let amount: i64 = rng.random_range(1_000..50_000);
+        lines.push(json!({
+            "ref": reference,
+            "description": format!("{reference} plan"),
+            "kind": kind,
+            "billable": billable,
+            "start_date": start.to_string(),
+            "end_date": end.map(|end| end.to_string()),
+            "status": if ended { "expired" } else { "active" },
+            "amount_minor": amount,
+            "currency": "EUR",
+            "billing_period": "1M",
+            "auto_extend": auto_extend,
+        }));
+        let from = days_before(today, 90).max(start);
+        let until = days_after(today, 60).min(end.unwrap_or(NaiveDate::MAX));
+        let months = i64::from(from.year() - start.year()) * 12 + i64::from(from.month())
+            - i64::from(start.month());
+        let mut index = (months - 1).max(0);
+        loop {
+            let billing = billing_period(start, monthly, index);
+            index += 1;
+            if billing.start > until {
+                break;
+            }
+            if billing.end < from {
+                continue;
+            }
+            let period_end = billing.end.min(end.unwrap_or(NaiveDate::MAX));
+            let full_days = (billing.end - billing.start).num_days() + 1;
+            let used_days = (period_end - billing.start).num_days() + 1;
+            let billed = ended || period_end < days_before(today, 30);
+            schedules.push(json!({
+                "line_ref": reference,
+                "period_start": billing.start.to_string(),
+                "period_end": period_end.to_string(),
+                "amount_minor": prorate(amount, used_days, full_days),
+                "status": if billed { "billed" } else { "planned" },
+            }));
+        }
+    }
+    record["lines"] = Value::Array(lines);
+    record["schedules"] = Value::Array(schedules);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration (the parent process)
+// ---------------------------------------------------------------------------------------------
+
+/// Databases of one backend for one run: created here, dropped by [`Databases::drop_all`].
+struct Databases {
+    backend: Backend,
+    /// The database the real import and sweep run on.
+    sweep: String,
+    /// The copy the floor runs on.
+    floor: String,
+    /// The copy the row-at-a-time loop runs on.
+    rows: String,
+    /// PostgreSQL: the database names to drop.
+    postgres_names: Vec<String>,
+}
+
+async fn orchestrate(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("contractd-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let file = dir.path().join("contracts.jsonl");
+    eprintln!(
+        "generating {} contracts in {} ({} zones, seed {}) ...",
+        args.contracts,
+        file.display(),
+        ZONES.len(),
+        args.seed
+    );
+    let started = Instant::now();
+    let kinds = generate(&file, args.contracts, args.seed)?;
+    let size = std::fs::metadata(&file)?.len();
+    eprintln!(
+        "  generated in {:.1} s, {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        size as f64 / 1048576.0
+    );
+    let mut report = String::new();
+    writeln!(report, "{}", machine_line())?;
+    writeln!(report, "load average at the start: {}", load_average())?;
+    writeln!(
+        report,
+        "contracts: {}, business date {BUSINESS_DATE}, {} zones, batch size {}, file {:.0} MiB",
+        args.contracts,
+        ZONES.len(),
+        args.batch_size,
+        size as f64 / 1048576.0
+    )?;
+    for (kind, count) in &kinds {
+        writeln!(
+            report,
+            "  {:<28} {:>9} ({:.1}%)",
+            kind.name(),
+            count,
+            100.0 * *count as f64 / args.contracts as f64
+        )?;
+    }
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for backend in &args.backends {
+        let databases = create_databases(*backend, dir.path(), args).await?;
+        let outcome = bench_backend(args, &databases, &file).await;
+        drop_databases(&databases, args).await;
+        match outcome {
+            Ok(outcome) => {
+                // Printed as soon as it is known: a later backend may fail.
+                eprintln!("\n{}", outcome.render(args));
+                writeln!(report, "\n{}", outcome.render(args))?;
+                results.push(outcome.json);
+            }
+            Err(error) => {
+                eprintln!("[{}] failed: {error:#}", backend.name());
+                writeln!(report, "\n## {}\nFAILED: {error:#}", backend.title())?;
+                failures.push(backend.name());
+            }
+        }
+    }
+    writeln!(report, "load average at the end: {}", load_average())?;
+    println!("\n==== contractd sweep benchmark ====\n{report}");
+    println!(
+        "JSON {}",
+        json!({ "contracts": args.contracts, "batch_size": args.batch_size, "backends": results })
+    );
+    if !failures.is_empty() {
+        bail!("failed on {}", failures.join(", "));
+    }
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn machine_line() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|model| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map(|kib| format!("{:.0} GiB", kib / 1048576.0))
+        .unwrap_or_else(|| "? GiB".to_string());
+    format!("machine: {cpus} CPUs ({model}), {memory} RAM")
+}
+
+fn postgres_url(admin: &str, database: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(admin).context("--postgres-url")?;
+    url.set_path(&format!("/{database}"));
+    Ok(url.to_string())
+}
+
+async fn create_databases(backend: Backend, dir: &Path, args: &Args) -> anyhow::Result<Databases> {
+    match backend {
+        Backend::Sqlite => {
+            let url = |name: &str| format!("sqlite://{}", dir.join(name).display());
+            Ok(Databases {
+                backend,
+                sweep: url("sweep.db"),
+                floor: url("floor.db"),
+                rows: url("rows.db"),
+                postgres_names: Vec::new(),
+            })
+        }
+        Backend::Postgres => {
+            let base = format!("contractd_bench_{}", uuid::Uuid::new_v4().simple());
+            let names: Vec<String> = ["sweep", "floor", "rows"]
+                .iter()
+                .map(|suffix| format!("{base}_{suffix}"))
+                .collect();
+            let mut admin = sqlx::PgConnection::connect(&args.postgres_url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "PostgreSQL at {} is unreachable (use --backend sqlite, or \
+                         --postgres-url)",
+                        contractd::storage::redact_url(&args.postgres_url)
+                    )
+                })?;
+            admin
+                .execute(format!("CREATE DATABASE {}", names[0]).as_str())
+                .await?;
+            admin.close().await?;
+            Ok(Databases {
+                backend,
+                sweep: postgres_url(&args.postgres_url, &names[0])?,
+                floor: postgres_url(&args.postgres_url, &names[1])?,
+                rows: postgres_url(&args.postgres_url, &names[2])?,
+                postgres_names: names,
+            })
+        }
+    }
+}
+
+/// Copy the imported database to the floor's and the row loop's.
+async fn copy_databases(databases: &Databases, args: &Args) -> anyhow::Result<()> {
+    match databases.backend {
+        Backend::Sqlite => {
+            let path = |url: &str| PathBuf::from(url.trim_start_matches("sqlite://"));
+            let source = path(&databases.sweep);
+            for target in [&databases.floor, &databases.rows] {
+                std::fs::copy(&source, path(target))
+                    .with_context(|| format!("copying {}", source.display()))?;
+            }
+        }
+        Backend::Postgres => {
+            let mut admin = sqlx::PgConnection::connect(&args.postgres_url).await?;
+            for target in &databases.postgres_names[1..] {
+                admin
+                    .execute(
+                        format!(
+                            "CREATE DATABASE {target} TEMPLATE {}",
+                            databases.postgres_names[0]
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+            }
+            admin.close().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn drop_databases(databases: &Databases, args: &Args) {
+    if databases.postgres_names.is_empty() {
+        return;
+    }
+    let Ok(mut admin) = sqlx::PgConnection::connect(&args.postgres_url).await else {
+        eprintln!(
+            "cannot connect to drop the bench databases {:?}",
+            databases.postgres_names
+        );
+        return;
+    };
+    for name in &databases.postgres_names {
+        let dropped = admin
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+        if let Err(error) = dropped {
+            eprintln!("cannot drop {name}: {error}");
+        }
+    }
+    let _ = admin.close().await;
+}
+
+/// Run one phase in a child process (this binary again) and return its result.
+fn child(
+    phase: &str,
+    backend: Backend,
+    url: &str,
+    args: &Args,
+    file: Option<&Path>,
+) -> anyhow::Result<Value> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--phase")
+        .arg(phase)
+        .arg("--phase-backend")
+        .arg(backend.name())
+        .arg("--url")
+        .arg(url)
+        .arg("--contracts")
+        .arg(args.contracts.to_string())
+        .arg("--batch-size")
+        .arg(args.batch_size.to_string())
+        .arg("--row-sample")
+        .arg(args.row_sample.to_string())
+        .arg("--ticks")
+        .arg(args.ticks.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(file) = file {
+        command.arg("--file").arg(file);
+    }
+    let output = command.output().context("running a bench phase")?;
+    if !output.status.success() {
+        bail!(
+            "phase {phase} on {} failed ({})",
+            backend.name(),
+            output.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .ok_or_else(|| anyhow!("phase {phase} printed no result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// Everything measured on one backend.
+struct Outcome {
+    backend: Backend,
+    json: Value,
+}
+
+async fn bench_backend(args: &Args, databases: &Databases, file: &Path) -> anyhow::Result<Outcome> {
+    let backend = databases.backend;
+    eprintln!("[{}] import ...", backend.name());
+    let imported = child("import", backend, &databases.sweep, args, Some(file))?;
+    eprintln!(
+        "  {} contracts in {:.1} s",
+        imported["imported"], imported["seconds"]
+    );
+    copy_databases(databases, args).await?;
+    eprintln!("[{}] sweep + no-op ticks ...", backend.name());
+    let swept = child("sweep", backend, &databases.sweep, args, None)?;
+    eprintln!("  sweep {:.1} s", swept["seconds"]);
+    eprintln!("[{}] floor ...", backend.name());
+    let floor = child("floor", backend, &databases.floor, args, None)?;
+    eprintln!("  floor {:.1} s", floor["seconds"]);
+    eprintln!("[{}] row-at-a-time ...", backend.name());
+    let rows = child("rows", backend, &databases.rows, args, None)?;
+    eprintln!("  row-at-a-time sample {:.1} s", rows["sample_seconds"]);
+    eprintln!(
+        "[{}] checking the floor against the sweep ...",
+        backend.name()
+    );
+    let check = compare(backend, &databases.sweep, &databases.floor).await?;
+    Ok(Outcome {
+        backend,
+        json: json!({
+            "backend": backend.name(),
+            "import": imported,
+            "sweep": swept,
+            "floor": floor,
+            "rows": rows,
+            "floor_matches_sweep": check,
+        }),
+    })
+}
+
+fn seconds(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+fn mib(kib: &Value) -> f64 {
+    kib.as_f64().unwrap_or(f64::NAN) / 1024.0
+}
+
+impl Outcome {
+    fn render(&self, args: &Args) -> String {
+        let json = &self.json;
+        let import = &json["import"];
+        let sweep = &json["sweep"];
+        let floor = &json["floor"];
+        let rows = &json["rows"];
+        let mut out = String::new();
+        let _ = writeln!(out, "## {}", self.backend.title());
+        let _ = writeln!(
+            out,
+            "import: {} contracts in {:.1} s = {:.0} contracts/s (peak RSS {:.0} MiB)",
+            import["imported"],
+            seconds(&import["seconds"]),
+            seconds(&import["imported"]) / seconds(&import["seconds"]),
+            mib(&import["peak_kib"])
+        );
+        let due = &import["due"];
+        let _ = writeln!(
+            out,
+            "due on {BUSINESS_DATE}: execute_cancellations {}, auto_extend {}, expire {}, \
+             refresh_deadlines {}; distinct contracts {} ({:.1}%)",
+            due["execute_cancellations"],
+            due["auto_extend"],
+            due["expire"],
+            due["refresh_deadlines"],
+            due["any"],
+            100.0 * seconds(&due["any"]) / args.contracts as f64
+        );
+        let _ = writeln!(
+            out,
+            "\n| job | examined | changed | sweep s | contracts/s |\n|---|---:|---:|---:|---:|"
+        );
+        for job in Job::ALL {
+            let entry = &sweep["jobs"][job.as_str()];
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2} | {:.0} |",
+                job.as_str(),
+                entry["examined"],
+                entry["changed"],
+                seconds(&entry["seconds"]),
+                seconds(&entry["changed"]) / seconds(&entry["seconds"])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| **whole sweep** ({} runs) | {} | {} | {:.2} | {:.0} |",
+            sweep["runs"],
+            sweep["examined"],
+            sweep["changed"],
+            seconds(&sweep["seconds"]),
+            seconds(&sweep["changed"]) / seconds(&sweep["seconds"])
+        );
+        let compared_sweep: f64 = COMPARED_JOBS
+            .iter()
+            .map(|job| seconds(&sweep["jobs"][job.as_str()]["seconds"]))
+            .sum();
+        let compared_changed: f64 = COMPARED_JOBS
+            .iter()
+            .map(|job| seconds(&sweep["jobs"][job.as_str()]["changed"]))
+            .sum();
+        let _ = writeln!(
+            out,
+            "\nexecute_cancellations + expire ({compared_changed:.0} contracts):\n\
+             | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|"
+        );
+        let floor_seconds = seconds(&floor["seconds"]);
+        let rows_seconds = seconds(&rows["estimated_seconds"]);
+        let _ = writeln!(
+            out,
+            "| floor (set-based SQL) | {:.2} | {:.0} | sweep/floor = {:.2} |",
+            floor_seconds,
+            seconds(&floor["changed"]) / floor_seconds,
+            compared_sweep / floor_seconds
+        );
+        let _ = writeln!(
+            out,
+            "| sweep (sweep_due) | {:.2} | {:.0} | |",
+            compared_sweep,
+            compared_changed / compared_sweep
+        );
+        let _ = writeln!(
+            out,
+            "| row-at-a-time{} | {:.2} | {:.0} | row/sweep = {:.1} |",
+            if rows["extrapolated"].as_bool().unwrap_or(false) {
+                format!(
+                    " (sample of {}, extrapolated)",
+                    rows["sampled"].as_u64().unwrap_or(0)
+                )
+            } else {
+                String::new()
+            },
+            rows_seconds,
+            seconds(&rows["candidates"]) / rows_seconds,
+            rows_seconds / compared_sweep
+        );
+        let _ = writeln!(
+            out,
+            "\nfloor per job: execute_cancellations {:.2} s ({} contracts), expire {:.2} s ({} \
+             contracts); floor made the same transitions as the sweep: {}",
+            seconds(&floor["jobs"]["execute_cancellations"]["seconds"]),
+            floor["jobs"]["execute_cancellations"]["changed"],
+            seconds(&floor["jobs"]["expire"]["seconds"]),
+            floor["jobs"]["expire"]["changed"],
+            if json["floor_matches_sweep"]["same"].as_bool() == Some(true) {
+                "yes".to_string()
+            } else {
+                format!("NO: {}", json["floor_matches_sweep"]["differences"])
+            }
+        );
+        let _ = writeln!(
+            out,
+            "sweep peak RSS: {:.1} MiB (batch size {})",
+            mib(&sweep["peak_kib"]),
+            args.batch_size
+        );
+        let _ = writeln!(
+            out,
+            "no-op tick (zones + ledger, no contract read): median {:.2} ms, min {:.2} ms, max \
+             {:.2} ms over {} ticks",
+            seconds(&sweep["noop_ms"]["median"]),
+            seconds(&sweep["noop_ms"]["min"]),
+            seconds(&sweep["noop_ms"]["max"]),
+            args.ticks
+        );
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases (child processes)
+// ---------------------------------------------------------------------------------------------
+
+/// Peak resident set size of this process, KiB.
+fn peak_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn run_phase(phase: &str, args: &Args) -> anyhow::Result<Value> {
+    if phase == "parse" {
+        // Diagnostics: what import costs before the database (read, parse, compute dates).
+        let file = args
+            .file
+            .clone()
+            .ok_or_else(|| anyhow!("parse needs --file"))?;
+        let started = Instant::now();
+        let mut parsed = Vec::new();
+        for line in std::io::BufRead::lines(BufReader::new(std::fs::File::open(&file)?)) {
+            let line = line?;
+            let record = contractd::contract::record::read_record(&line)
+                .map_err(|error| anyhow!("{error}"))?;
+            let mut contract = record
+                .parse(&ParseDefaults {
+                    time_zone: chrono_tz::UTC,
+                })
+                .map_err(|error| anyhow!("{error}"))?;
+            let today = contractd::clock::business_date(instant(IMPORT_NOW), contract.time_zone);
+            contract.recompute_cancellation_dates(today);
+            let _ = contractd::lifecycle::DueDates::of(&contract);
+            parsed.push(contract);
+        }
+        return Ok(
+            json!({ "contracts": parsed.len(), "seconds": started.elapsed().as_secs_f64(), "peak_kib": peak_kib() }),
+        );
+    }
+    if phase == "generate" {
+        // For profiling one phase by hand: write the file the phases read.
+        let file = args
+            .file
+            .clone()
+            .ok_or_else(|| anyhow!("generate needs --file"))?;
+        let kinds = generate(&file, args.contracts, args.seed)?;
+        let kinds: BTreeMap<&str, usize> = kinds
+            .iter()
+            .map(|(kind, count)| (kind.name(), *count))
+            .collect();
+        return Ok(json!({ "kinds": kinds }));
+    }
+    let backend = args
+        .backend
+        .ok_or_else(|| anyhow!("--phase needs --phase-backend"))?;
+    let url = args
+        .url
+        .clone()
+        .ok_or_else(|| anyhow!("--phase needs --url"))?;
+    match backend {
+        Backend::Sqlite => {
+            let defaults = Settings::load(None, None)?;
+            let store = SqliteStore::connect(&SqliteSettings {
+                url: url.clone(),
+                max_connections: defaults.database.max_connections,
+                busy_timeout: Duration::from_millis(defaults.database.busy_timeout_ms),
+            })
+            .await?;
+            phase_on(phase, args, &store, &Raw::sqlite(&url).await?).await
+        }
+        Backend::Postgres => {
+            let defaults = Settings::load(None, None)?;
+            let store = PostgresStore::connect(&PostgresSettings {
+                url: url.clone(),
+                max_connections: defaults.database.max_connections,
+                connect_timeout: Duration::from_millis(defaults.database.connect_timeout_ms),
+            })
+            .await?;
+            let result = phase_on(phase, args, &store, &Raw::postgres(&url).await?).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn phase_on<S: ContractStore>(
+    phase: &str,
+    args: &Args,
+    store: &S,
+    raw: &Raw,
+) -> anyhow::Result<Value> {
+    match phase {
+        "import" => import_phase(args, store, raw).await,
+        "sweep" => sweep_phase(args, store).await,
+        "floor" => floor_phase(raw).await,
+        "rows" => rows_phase(args, store, raw).await,
+        "profile" => profile_phase(args, store).await,
+        other => bail!("unknown phase '{other}'"),
+    }
+}
+
+/// Direct SQL access for what the store does not offer: counts, the floor, maintenance.
+enum Raw {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Raw {
+    async fn sqlite(url: &str) -> anyhow::Result<Raw> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        Ok(Raw::Sqlite(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await?,
+        ))
+    }
+
+    async fn postgres(url: &str) -> anyhow::Result<Raw> {
+        Ok(Raw::Postgres(
+            PgPoolOptions::new().max_connections(1).connect(url).await?,
+        ))
+    }
+
+    /// A query returning `(label, number)` rows; `?1` is the business date.
+    async fn pairs(&self, sql: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = match self {
+            Raw::Sqlite(pool) => sqlx::query(sql)
+                .bind(BUSINESS_DATE)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?,
+            Raw::Postgres(pool) => sqlx::query(&sql.replace("?1", "$1"))
+                .bind(business_date())
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?,
+        };
+        Ok(rows)
+    }
+
+    async fn refs(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        Ok(match self {
+            Raw::Sqlite(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(BUSINESS_DATE)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query_scalar(&sql.replace("?1", "$1"))
+                    .bind(business_date())
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
+    async fn close(&self) {
+        match self {
+            Raw::Sqlite(pool) => pool.close().await,
+            Raw::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn due_column(job: Job) -> &'static str {
+    match job {
+        Job::ExecuteCancellations => "due_cancellation_on",
+        Job::AutoExtend => "due_extension_on",
+        Job::Expire => "due_expiry_on",
+        Job::RefreshDeadlines => "due_refresh_on",
+    }
+}
+
+/// Import the file through the real import path, timed; then (untimed) count what is due and
+/// leave the database as a running system would have it (SQLite: WAL checkpointed;
+/// PostgreSQL: vacuumed and analysed, as autovacuum does after a bulk load).
+async fn import_phase<S: ContractStore>(
+    args: &Args,
+    store: &S,
+    raw: &Raw,
+) -> anyhow::Result<Value> {
+    store.migrate().await?;
+    let file = args
+        .file
+        .clone()
+        .ok_or_else(|| anyhow!("import needs --file"))?;
+    let started = Instant::now();
+    let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
+    let imported = import(
+        store,
+        reader,
+        &ParseDefaults {
+            time_zone: chrono_tz::UTC,
+        },
+        instant(IMPORT_NOW),
+        |_| {},
+    )
+    .await
+    .map_err(|error| anyhow!("import failed: {error}"))?;
+    let elapsed = started.elapsed();
+    let peak = peak_kib();
+    let mut due = serde_json::Map::new();
+    for job in Job::ALL {
+        let column = due_column(*job);
+        let count = raw
+            .pairs(&format!(
+                "SELECT 'n', COUNT(*) FROM contracts WHERE {column} IS NOT NULL AND {column} < ?1"
+            ))
+            .await?;
+        due.insert(job.as_str().into(), count[0].1.into());
+    }
+    let any = raw
+        .pairs(
+            "SELECT 'n', COUNT(*) FROM contracts WHERE due_cancellation_on < ?1 \
+             OR due_extension_on < ?1 OR due_expiry_on < ?1 OR due_refresh_on < ?1",
+        )
+        .await?;
+    due.insert("any".into(), any[0].1.into());
+    match raw {
+        Raw::Sqlite(pool) => {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+        }
+        Raw::Postgres(pool) => {
+            sqlx::query("VACUUM (ANALYZE)").execute(pool).await?;
+        }
+    }
+    raw.close().await;
+    Ok(json!({
+        "imported": imported,
+        "seconds": elapsed.as_secs_f64(),
+        "contracts_per_second": imported as f64 / elapsed.as_secs_f64(),
+        "peak_kib": peak,
+        "due": due,
+    }))
+}
+
+fn sweep_options(args: &Args) -> SweepOptions {
+    let mut options = SweepOptions::new(
+        args.batch_size,
+        Duration::from_secs(60),
+        RulePolicy::default(),
+    );
+    options.as_of = Some(business_date());
+    options
+}
+
+/// One full sweep of the business date with the real sweep; then the no-op tick.
+async fn sweep_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Result<Value> {
+    let clock = OffsetClock::fixed(instant(SWEEP_NOW));
+    let options = sweep_options(args);
+    let shutdown = Shutdown::never();
+    let before = peak_kib();
+    let started = Instant::now();
+    let report = sweep_due(store, &clock, &options, &shutdown).await?;
+    let elapsed = started.elapsed();
+    let peak = peak_kib();
+    if let Some(failed) = report
+        .jobs
+        .iter()
+        .find(|job| job.outcome != JobOutcome::Succeeded)
+    {
+        bail!(
+            "{} in {} did not succeed: {:?}",
+            failed.key.job.as_str(),
+            failed.key.zone,
+            failed.outcome
+        );
+    }
+    let mut jobs = serde_json::Map::new();
+    let (mut examined, mut changed, mut skipped) = (0, 0, 0);
+    for job in Job::ALL {
+        let runs: Vec<_> = report
+            .jobs
+            .iter()
+            .filter(|run| run.key.job == *job)
+            .collect();
+        let sum = |field: fn(&contractd::sweep::JobReport) -> i64| -> i64 {
+            runs.iter().map(|run| field(run)).sum()
+        };
+        let job_examined = sum(|run| run.counts.examined);
+        let job_changed = sum(|run| run.counts.changed);
+        let job_skipped = sum(|run| run.counts.skipped);
+        examined += job_examined;
+        changed += job_changed;
+        skipped += job_skipped;
+        let job_seconds: f64 = runs.iter().map(|run| run.duration.as_secs_f64()).sum();
+        jobs.insert(
+            job.as_str().into(),
+            json!({
+                "runs": runs.len(),
+                "examined": job_examined,
+                "changed": job_changed,
+                "skipped": job_skipped,
+                "seconds": job_seconds,
+            }),
+        );
+    }
+    // The no-op tick: the date's runs are done, so this lists the zones, reads the ledger and
+    // must claim nothing (claiming a run is the only way a contract gets read).
+    let mut samples = Vec::with_capacity(args.ticks);
+    for _ in 0..args.ticks {
+        let tick = Instant::now();
+        let again = sweep_due(store, &clock, &options, &shutdown).await?;
+        samples.push(tick.elapsed().as_secs_f64() * 1000.0);
+        if !again.jobs.is_empty() {
+            bail!("the no-op tick ran {} job(s)", again.jobs.len());
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(json!({
+        "seconds": elapsed.as_secs_f64(),
+        "runs": report.jobs.len(),
+        "examined": examined,
+        "changed": changed,
+        "skipped": skipped,
+        "jobs": jobs,
+        "peak_kib": peak,
+        "peak_kib_before_sweep": before,
+        "noop_ms": {
+            "median": samples[samples.len() / 2],
+            "min": samples[0],
+            "max": samples[samples.len() - 1],
+            "samples": samples,
+        },
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: hand-written set-based SQL for execute_cancellations and expire
+// ---------------------------------------------------------------------------------------------
+
+/// SQLite: a few statements per job in one `BEGIN IMMEDIATE` transaction, each over the whole
+/// due set (`?1` business date, `?2` now in ms; `{where}` selects the due contracts as `c`).
+const SQLITE_CANCEL: [&str; 5] = [
+    "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
+     details, transition_key, run_id, recorded_at_ms) \
+     SELECT c.id, c.ref, 'cancellation_executed', ?1, NULL, json_object( \
+       'end_date', c.cancellation_end_date, 'previous_end_date', c.end_date, \
+       'reason', c.cancellation_reason, 'notes', c.cancellation_notes, \
+       'final_invoice', json(CASE WHEN c.cancellation_final_invoice THEN 'true' ELSE 'false' END), \
+       'lines', CASE WHEN c.has_children THEN json((SELECT json_group_array(json_object( \
+           'ref', x.ref, 'status', x.status)) FROM (SELECT l.ref, CASE WHEN l.billable \
+           OR l.start_date > c.cancellation_end_date THEN 'cancelled' ELSE 'expired' END \
+           AS status FROM contract_lines l WHERE l.contract_id = c.id AND l.status = 'active' \
+           ORDER BY l.position) x)) ELSE json('[]') END, \
+       'received_on', c.cancellation_received_on, 'cause', 'cancellation'), \
+     'cancellation_executed:' || c.cancellation_end_date, NULL, ?2 \
+     FROM contracts c WHERE {where}",
+    "DELETE FROM billing_schedules WHERE contract_id IN \
+     (SELECT c.id FROM contracts c WHERE {where} AND c.has_children) \
+     AND period_start > (SELECT cancellation_end_date FROM contracts \
+                         WHERE id = billing_schedules.contract_id)",
+    "UPDATE billing_schedules AS s SET period_end = c.cancellation_end_date, \
+     amount_minor = CASE WHEN l.kind = 'recurring_fixed' AND c.proration = 'actual_days' \
+       THEN (2 * s.amount_minor * (CAST(julianday(c.cancellation_end_date) \
+       - julianday(s.period_start) AS INTEGER) + 1) + (CAST(julianday(s.period_end) \
+       - julianday(s.period_start) AS INTEGER) + 1)) / (2 * (CAST(julianday(s.period_end) \
+       - julianday(s.period_start) AS INTEGER) + 1)) ELSE s.amount_minor END \
+     FROM contracts AS c, contract_lines AS l \
+     WHERE {where} AND c.has_children AND s.contract_id = c.id \
+     AND l.contract_id = c.id AND l.ref = s.line_ref \
+     AND s.period_start <= c.cancellation_end_date AND s.period_end > c.cancellation_end_date",
+    "UPDATE contract_lines AS l SET \
+     status = CASE WHEN l.status <> 'active' THEN l.status WHEN l.billable \
+       OR l.start_date > c.cancellation_end_date THEN 'cancelled' ELSE 'expired' END, \
+     end_date = CASE WHEN l.end_date IS NULL OR l.end_date > c.cancellation_end_date \
+       THEN max(c.cancellation_end_date, l.start_date) ELSE l.end_date END, \
+     cancellation_received_on = NULL, cancellation_end_date = NULL, \
+     cancellation_reason = NULL, cancellation_notes = NULL, \
+     cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL \
+     FROM contracts AS c WHERE {where} AND c.has_children AND l.contract_id = c.id",
+    "UPDATE contracts AS c SET version = c.version + 1, status = 'cancelled', \
+     original_end_date = CASE WHEN c.end_date IS NOT NULL \
+       AND c.end_date <> c.cancellation_end_date \
+       THEN coalesce(c.original_end_date, c.end_date) ELSE c.original_end_date END, \
+     end_date = c.cancellation_end_date, end_reason = c.cancellation_reason, \
+     end_notes = c.cancellation_notes, auto_extend = 0, \
+     cancellation_received_on = NULL, cancellation_end_date = NULL, \
+     cancellation_reason = NULL, cancellation_notes = NULL, \
+     cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL, \
+     cancellation_date = NULL, latest_cancellation_date = NULL, \
+     due_cancellation_on = NULL, due_extension_on = NULL, due_expiry_on = NULL, \
+     due_refresh_on = NULL, updated_at_ms = ?2 WHERE {where}",
+];
+
+const SQLITE_CANCEL_WHERE: &str = "c.time_zone IN ({zones}) AND c.due_cancellation_on < ?1 \
+     AND +c.status = 'active' AND c.cancellation_end_date IS NOT NULL \
+     AND c.cancellation_end_date < ?1";
+
+const SQLITE_EXPIRE: [&str; 3] = [
+    "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
+     details, transition_key, run_id, recorded_at_ms) \
+     SELECT c.id, c.ref, 'expired', ?1, NULL, json_object('end_date', c.end_date, \
+       'lines', CASE WHEN c.has_children THEN json((SELECT json_group_array(x.ref) FROM \
+         (SELECT l.ref FROM contract_lines l WHERE l.contract_id = c.id \
+          AND l.status = 'active' ORDER BY l.position) x)) ELSE json('[]') END), \
+     'expired:' || c.end_date, NULL, ?2 FROM contracts c WHERE {where}",
+    "UPDATE contract_lines AS l SET status = 'expired', \
+     end_date = CASE WHEN l.end_date IS NULL OR l.end_date > c.end_date \
+       THEN max(c.end_date, l.start_date) ELSE l.end_date END, \
+     cancellation_received_on = NULL, cancellation_end_date = NULL, \
+     cancellation_reason = NULL, cancellation_notes = NULL, \
+     cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL \
+     FROM contracts AS c WHERE {where} AND c.has_children AND l.contract_id = c.id \
+     AND l.status = 'active'",
+    "UPDATE contracts AS c SET version = c.version + 1, status = 'expired', \
+     cancellation_date = NULL, latest_cancellation_date = NULL, \
+     due_cancellation_on = NULL, due_extension_on = NULL, due_expiry_on = NULL, \
+     due_refresh_on = NULL, updated_at_ms = ?2 WHERE {where}",
+];
+
+const SQLITE_EXPIRE_WHERE: &str = "c.time_zone IN ({zones}) AND c.due_expiry_on < ?1 \
+     AND +c.status = 'active' AND c.cancellation_end_date IS NULL \
+     AND c.end_date IS NOT NULL AND c.end_date < ?1";
+
+/// PostgreSQL: one statement per job (data-modifying CTEs all see the snapshot before it);
+/// `$1` business date, `$2` zones, `$3` now in ms.
+const POSTGRES_CANCEL: &str = "WITH due AS MATERIALIZED ( \
+       SELECT c.id, c.ref, c.end_date, c.proration, c.has_children, \
+              c.cancellation_end_date AS e, c.cancellation_received_on AS received_on, \
+              c.cancellation_reason AS reason, c.cancellation_notes AS notes, \
+              coalesce(c.cancellation_final_invoice, false) AS final_invoice \
+       FROM contracts c WHERE c.time_zone = ANY($2) AND c.due_cancellation_on < $1 \
+       AND c.status = 'active' AND c.cancellation_end_date IS NOT NULL \
+       AND c.cancellation_end_date < $1 \
+     ), line_lists AS ( \
+       SELECT l.contract_id, jsonb_agg(jsonb_build_object('ref', l.ref, 'status', \
+         CASE WHEN l.billable OR l.start_date > d.e THEN 'cancelled' ELSE 'expired' END) \
+         ORDER BY l.position) AS lines \
+       FROM contract_lines l JOIN due d ON d.id = l.contract_id \
+       WHERE d.has_children AND l.status = 'active' GROUP BY l.contract_id \
+     ), dropped AS ( \
+       DELETE FROM billing_schedules s USING due d \
+       WHERE d.has_children AND s.contract_id = d.id AND s.period_start > d.e RETURNING 1 \
+     ), cut AS ( \
+       UPDATE billing_schedules s SET period_end = d.e, \
+         amount_minor = CASE WHEN l.kind = 'recurring_fixed' AND d.proration = 'actual_days' \
+           THEN (2 * s.amount_minor * (d.e - s.period_start + 1) \
+                 + (s.period_end - s.period_start + 1)) \
+                / (2 * (s.period_end - s.period_start + 1)) ELSE s.amount_minor END \
+       FROM due d, contract_lines l \
+       WHERE d.has_children AND s.contract_id = d.id AND l.contract_id = d.id \
+       AND l.ref = s.line_ref AND s.period_start <= d.e AND s.period_end > d.e RETURNING 1 \
+     ), ended_lines AS ( \
+       UPDATE contract_lines l SET \
+         status = CASE WHEN l.status <> 'active' THEN l.status \
+           WHEN l.billable OR l.start_date > d.e THEN 'cancelled' ELSE 'expired' END, \
+         end_date = CASE WHEN l.end_date IS NULL OR l.end_date > d.e \
+           THEN greatest(d.e, l.start_date) ELSE l.end_date END, \
+         cancellation_received_on = NULL, cancellation_end_date = NULL, \
+         cancellation_reason = NULL, cancellation_notes = NULL, \
+         cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL \
+       FROM due d WHERE d.has_children AND l.contract_id = d.id RETURNING 1 \
+     ), updated AS ( \
+       UPDATE contracts c SET version = c.version + 1, status = 'cancelled', \
+         original_end_date = CASE WHEN c.end_date IS NOT NULL AND c.end_date <> d.e \
+           THEN coalesce(c.original_end_date, c.end_date) ELSE c.original_end_date END, \
+         end_date = d.e, end_reason = d.reason, end_notes = d.notes, auto_extend = false, \
+         cancellation_received_on = NULL, cancellation_end_date = NULL, \
+         cancellation_reason = NULL, cancellation_notes = NULL, \
+         cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL, \
+         cancellation_date = NULL, latest_cancellation_date = NULL, \
+         due_cancellation_on = NULL, due_extension_on = NULL, due_expiry_on = NULL, \
+         due_refresh_on = NULL, updated_at_ms = $3 \
+       FROM due d WHERE c.id = d.id RETURNING c.id \
+     ) \
+     INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
+       details, transition_key, run_id, recorded_at_ms) \
+     SELECT d.id, d.ref, 'cancellation_executed', $1, NULL, jsonb_build_object( \
+       'end_date', to_char(d.e, 'YYYY-MM-DD'), \
+       'previous_end_date', to_char(d.end_date, 'YYYY-MM-DD'), \
+       'reason', d.reason, 'notes', d.notes, 'final_invoice', d.final_invoice, \
+       'lines', coalesce(ll.lines, '[]'::jsonb), \
+       'received_on', to_char(d.received_on, 'YYYY-MM-DD'), 'cause', 'cancellation'), \
+       'cancellation_executed:' || to_char(d.e, 'YYYY-MM-DD'), NULL, $3 \
+     FROM updated u JOIN due d ON d.id = u.id LEFT JOIN line_lists ll ON ll.contract_id = d.id";
+
+const POSTGRES_EXPIRE: &str = "WITH due AS MATERIALIZED ( \
+       SELECT c.id, c.ref, c.end_date, c.has_children FROM contracts c \
+       WHERE c.time_zone = ANY($2) AND c.due_expiry_on < $1 AND c.status = 'active' \
+       AND c.cancellation_end_date IS NULL AND c.end_date IS NOT NULL AND c.end_date < $1 \
+     ), line_lists AS ( \
+       SELECT l.contract_id, jsonb_agg(l.ref ORDER BY l.position) AS lines \
+       FROM contract_lines l JOIN due d ON d.id = l.contract_id \
+       WHERE d.has_children AND l.status = 'active' GROUP BY l.contract_id \
+     ), ended_lines AS ( \
+       UPDATE contract_lines l SET status = 'expired', \
+         end_date = CASE WHEN l.end_date IS NULL OR l.end_date > d.end_date \
+           THEN greatest(d.end_date, l.start_date) ELSE l.end_date END, \
+         cancellation_received_on = NULL, cancellation_end_date = NULL, \
+         cancellation_reason = NULL, cancellation_notes = NULL, \
+         cancellation_final_invoice = NULL, cancellation_restore_auto_extend = NULL \
+       FROM due d WHERE d.has_children AND l.contract_id = d.id AND l.status = 'active' \
+       RETURNING 1 \
+     ), updated AS ( \
+       UPDATE contracts c SET version = c.version + 1, status = 'expired', \
+         cancellation_date = NULL, latest_cancellation_date = NULL, \
+         due_cancellation_on = NULL, due_extension_on = NULL, due_expiry_on = NULL, \
+         due_refresh_on = NULL, updated_at_ms = $3 \
+       FROM due d WHERE c.id = d.id RETURNING c.id \
+     ) \
+     INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
+       details, transition_key, run_id, recorded_at_ms) \
+     SELECT d.id, d.ref, 'expired', $1, NULL, jsonb_build_object( \
+       'end_date', to_char(d.end_date, 'YYYY-MM-DD'), 'lines', coalesce(ll.lines, '[]'::jsonb)), \
+       'expired:' || to_char(d.end_date, 'YYYY-MM-DD'), NULL, $3 \
+     FROM updated u JOIN due d ON d.id = u.id LEFT JOIN line_lists ll ON ll.contract_id = d.id";
+
+async fn floor_phase(raw: &Raw) -> anyhow::Result<Value> {
+    let now_ms = instant(SWEEP_NOW).timestamp_millis();
+    let mut jobs = serde_json::Map::new();
+    let mut total = 0.0;
+    let mut total_changed = 0;
+    for job in COMPARED_JOBS {
+        let started = Instant::now();
+        let (changed, events) = match raw {
+            Raw::Sqlite(pool) => {
+                let zones: Vec<String> = sqlx::query_scalar("SELECT time_zone FROM contract_zones")
+                    .fetch_all(pool)
+                    .await?;
+                let zones = zones
+                    .iter()
+                    .map(|zone| format!("'{}'", zone.replace('\'', "''")))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (statements, filter): (&[&str], &str) = match job {
+                    Job::ExecuteCancellations => (&SQLITE_CANCEL, SQLITE_CANCEL_WHERE),
+                    _ => (&SQLITE_EXPIRE, SQLITE_EXPIRE_WHERE),
+                };
+                let filter = filter.replace("{zones}", &zones);
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let mut affected = Vec::new();
+                for statement in statements {
+                    let sql = statement.replace("{where}", &filter);
+                    let done = sqlx::query(&sql)
+                        .bind(BUSINESS_DATE)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .with_context(|| format!("floor statement failed: {sql}"))?;
+                    affected.push(done.rows_affected());
+                }
+                tx.commit().await?;
+                (affected[affected.len() - 1], affected[0])
+            }
+            Raw::Postgres(pool) => {
+                let zones: Vec<String> = sqlx::query_scalar("SELECT time_zone FROM contract_zones")
+                    .fetch_all(pool)
+                    .await?;
+                let sql = match job {
+                    Job::ExecuteCancellations => POSTGRES_CANCEL,
+                    _ => POSTGRES_EXPIRE,
+                };
+                let mut tx = pool.begin().await?;
+                let done = sqlx::query(sql)
+                    .bind(business_date())
+                    .bind(&zones)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .context("floor statement failed")?;
+                tx.commit().await?;
+                (done.rows_affected(), done.rows_affected())
+            }
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        total += elapsed;
+        total_changed += changed;
+        jobs.insert(
+            job.as_str().into(),
+            json!({ "seconds": elapsed, "changed": changed, "events": events }),
+        );
+    }
+    raw.close().await;
+    Ok(json!({
+        "seconds": total,
+        "changed": total_changed,
+        "jobs": jobs,
+        "peak_kib": peak_kib(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row at a time: read one contract, decide in Rust, write it and its events, one transaction
+// per contract
+// ---------------------------------------------------------------------------------------------
+
+fn children_differ(before: &Contract, after: &Contract) -> bool {
+    before.lines != after.lines
+        || before.schedules != after.schedules
+        || before.documents != after.documents
+        || before.renewals != after.renewals
+        || before.change_requests != after.change_requests
+}
+
+async fn rows_phase<S: ContractStore>(args: &Args, store: &S, raw: &Raw) -> anyhow::Result<Value> {
+    let today = business_date();
+    let policy = RulePolicy::default();
+    let now_ms = instant(SWEEP_NOW).timestamp_millis();
+    // The sample is split over the jobs in proportion to their candidates, counted up front
+    // (expiry candidates do not depend on the cancellations executed first in this data).
+    let mut counts = Vec::new();
+    for job in COMPARED_JOBS {
+        let column = due_column(job);
+        let count = raw
+            .pairs(&format!(
+                "SELECT 'n', COUNT(*) FROM contracts WHERE {column} IS NOT NULL AND {column} < ?1"
+            ))
+            .await?[0]
+            .1;
+        counts.push(count as usize);
+    }
+    let total: usize = counts.iter().sum();
+    let mut jobs = serde_json::Map::new();
+    let (mut sampled_total, mut sample_seconds, mut estimated) = (0usize, 0.0, 0.0);
+    for (job, candidates) in COMPARED_JOBS.iter().zip(&counts) {
+        let quota = if total <= args.row_sample {
+            *candidates
+        } else {
+            ((args.row_sample as f64) * (*candidates as f64) / (total as f64)).ceil() as usize
+        };
+        let column = due_column(*job);
+        let refs = raw
+            .refs(&format!(
+                "SELECT ref FROM contracts WHERE {column} IS NOT NULL AND {column} < ?1 \
+                 ORDER BY {column}, id LIMIT {quota}"
+            ))
+            .await?;
+        let started = Instant::now();
+        let mut changed = 0;
+        for reference in &refs {
+            let Some(loaded) = store.load_contract(reference).await? else {
+                continue;
+            };
+            let Ok(contract) = &loaded.contract else {
+                continue;
+            };
+            if let Ok(Some(transition)) = apply_job(*job, contract, today, &policy) {
+                let change = ContractChange {
+                    id: loaded.id,
+                    expected_version: loaded.version,
+                    children_changed: children_differ(contract, &transition.contract),
+                    contract: transition.contract,
+                    events: transition.events,
+                };
+                changed += store.commit_batch(None, &[change], now_ms).await?.applied;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = refs.len() as f64 / elapsed;
+        let job_estimate = if refs.is_empty() {
+            0.0
+        } else {
+            *candidates as f64 / rate
+        };
+        sampled_total += refs.len();
+        sample_seconds += elapsed;
+        estimated += job_estimate;
+        jobs.insert(
+            job.as_str().into(),
+            json!({
+                "candidates": candidates,
+                "sampled": refs.len(),
+                "changed": changed,
+                "sample_seconds": elapsed,
+                "contracts_per_second": rate,
+                "estimated_seconds": job_estimate,
+            }),
+        );
+    }
+    raw.close().await;
+    Ok(json!({
+        "candidates": total,
+        "sampled": sampled_total,
+        "extrapolated": sampled_total < total,
+        "sample_seconds": sample_seconds,
+        "estimated_seconds": estimated,
+        "jobs": jobs,
+        "peak_kib": peak_kib(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor made the same transitions as the sweep
+// ---------------------------------------------------------------------------------------------
+
+/// Facts both databases must agree on after the sweep (all four jobs) and the floor (two):
+/// the other two jobs change no status, no line of an ended contract, no schedule of a
+/// cancelled one.
+const CHECKS: [&str; 6] = [
+    "SELECT status, COUNT(*) FROM contracts GROUP BY status",
+    "SELECT kind, COUNT(*) FROM contract_events \
+     WHERE kind IN ('expired', 'cancellation_executed') GROUP BY kind",
+    "SELECT c.status || '/' || l.status, COUNT(*) FROM contract_lines l \
+     JOIN contracts c ON c.id = l.contract_id WHERE c.status <> 'active' \
+     GROUP BY c.status, l.status",
+    "SELECT 'cancelled schedules ' || COUNT(*), CAST(coalesce(SUM(s.amount_minor), 0) AS BIGINT) \
+     FROM billing_schedules s JOIN contracts c ON c.id = s.contract_id \
+     WHERE c.status = 'cancelled'",
+    "SELECT 'cancelled with original end date', COUNT(*) FROM contracts \
+     WHERE status = 'cancelled' AND original_end_date IS NOT NULL",
+    "SELECT 'ended contracts still due', COUNT(*) FROM contracts WHERE status <> 'active' \
+     AND (due_cancellation_on IS NOT NULL OR due_expiry_on IS NOT NULL)",
+];
+
+async fn compare(backend: Backend, sweep_url: &str, floor_url: &str) -> anyhow::Result<Value> {
+    let open = |url: String| async move {
+        match backend {
+            Backend::Sqlite => Raw::sqlite(&url).await,
+            Backend::Postgres => Raw::postgres(&url).await,
+        }
+    };
+    let swept = open(sweep_url.to_string()).await?;
+    let floor = open(floor_url.to_string()).await?;
+    let mut differences = Vec::new();
+    let mut facts = Vec::new();
+    for check in CHECKS {
+        let mut a = swept.pairs(check).await?;
+        let mut b = floor.pairs(check).await?;
+        a.sort();
+        b.sort();
+        if a != b {
+            differences.push(format!("{check}: sweep {a:?} vs floor {b:?}"));
+        }
+        facts.push(format!("{a:?}"));
+    }
+    swept.close().await;
+    floor.close().await;
+    Ok(json!({ "same": differences.is_empty(), "differences": differences, "facts": facts }))
+}
+
+/// Diagnostics: the sweep's loop by hand (no ledger), timing reads, rules and writes apart:
+/// wall seconds and CPU seconds of all threads (the database's worker threads included), so
+/// variants can be compared on a busy machine.
+async fn profile_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Result<Value> {
+    let today = business_date();
+    let policy = RulePolicy::default();
+    let now_ms = instant(SWEEP_NOW).timestamp_millis();
+    let zones = store.zones().await?;
+    let mut result = serde_json::Map::new();
+    let (mut total_wall, mut total_cpu) = (0.0, 0.0);
+    for job in Job::ALL {
+        let mut wall = [0.0f64; 3];
+        let mut cpu = [0.0f64; 3];
+        let mut count = 0;
+        let mut clock = |section: usize, started: (Instant, f64)| {
+            wall[section] += started.0.elapsed().as_secs_f64();
+            cpu[section] += cpu_seconds() - started.1;
+        };
+        let now = || (Instant::now(), cpu_seconds());
+        for zone in &zones {
+            let mut cursor = None;
+            loop {
+                let started = now();
+                let batch = store
+                    .due_batch(*job, zone, today, cursor, args.batch_size)
+                    .await?;
+                clock(0, started);
+                if batch.is_empty() {
+                    break;
+                }
+                let full = batch.len() >= args.batch_size as usize;
+                let started = now();
+                let mut changes = Vec::new();
+                for loaded in batch {
+                    count += 1;
+                    if let Some(due) = loaded.due {
+                        cursor = Some(contractd::storage::BatchCursor { due, id: loaded.id });
+                    }
+                    let Ok(contract) = &loaded.contract else {
+                        continue;
+                    };
+                    if let Ok(Some(transition)) = apply_job(*job, contract, today, &policy) {
+                        changes.push(ContractChange {
+                            id: loaded.id,
+                            expected_version: loaded.version,
+                            children_changed: children_differ(contract, &transition.contract),
+                            contract: transition.contract,
+                            events: transition.events,
+                        });
+                    }
+                }
+                clock(1, started);
+                let started = now();
+                store.commit_batch(None, &changes, now_ms).await?;
+                clock(2, started);
+                if !full {
+                    break;
+                }
+            }
+        }
+        total_wall += wall.iter().sum::<f64>();
+        total_cpu += cpu.iter().sum::<f64>();
+        result.insert(
+            job.as_str().into(),
+            json!({
+                "contracts": count,
+                "wall": { "read": wall[0], "rules": wall[1], "write": wall[2] },
+                "cpu": { "read": cpu[0], "rules": cpu[1], "write": cpu[2] },
+            }),
+        );
+    }
+    result.insert("wall".into(), total_wall.into());
+    result.insert("cpu".into(), total_cpu.into());
+    result.insert("schedstat".into(), schedstat());
+    Ok(Value::Object(result))
+}
+
+/// CPU seconds used so far by every thread of this process.
+fn cpu_seconds() -> f64 {
+    let mut nanos = 0.0;
+    if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
+        for entry in entries.flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+            nanos += stat
+                .split_whitespace()
+                .next()
+                .and_then(|field| field.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    nanos / 1e9
+}
+
+/// Per thread: seconds on CPU and seconds runnable but waiting for a CPU.
+fn schedstat() -> Value {
+    let mut threads = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
+        for entry in entries.flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            let fields: Vec<f64> = stat
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            if fields.len() >= 3 {
+                threads.push(json!({
+                    "thread": name.trim(),
+                    "cpu_s": fields[0] / 1e9,
+                    "runqueue_wait_s": fields[1] / 1e9,
+                    "slices": fields[2],
+                }));
+            }
+        }
+    }
+    Value::Array(threads)
+}
