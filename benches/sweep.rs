@@ -41,14 +41,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection, Executor, PgPool, Row, SqlitePool};
 
 use contractd::calendar::{billing_period, prorate, shift, shift_back, Period};
 use contractd::clock::OffsetClock;
 use contractd::config::Settings;
 use contractd::contract::record::ParseDefaults;
-use contractd::contract::Contract;
 use contractd::lifecycle::{apply_job, Job, RulePolicy};
 use contractd::shutdown::Shutdown;
 use contractd::storage::sqlite::SqliteSettings;
@@ -1138,6 +1137,7 @@ async fn phase_on<S: ContractStore>(
         "floor" => floor_phase(raw).await,
         "rows" => rows_phase(args, store, raw).await,
         "profile" => profile_phase(args, store).await,
+        "insert" => insert_phase(args, store).await,
         other => bail!("unknown phase '{other}'"),
     }
 }
@@ -1149,13 +1149,14 @@ enum Raw {
 }
 
 impl Raw {
+    /// One connection with the settings of the store's writing connection, so the floor
+    /// and the sweep write to SQLite on equal terms.
     async fn sqlite(url: &str) -> anyhow::Result<Raw> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+        let options = SqliteStore::writer_options(&SqliteSettings {
+            url: url.to_string(),
+            max_connections: 1,
+            busy_timeout: Duration::from_secs(30),
+        })?;
         Ok(Raw::Sqlite(
             SqlitePoolOptions::new()
                 .max_connections(1)
@@ -1641,14 +1642,6 @@ async fn floor_phase(raw: &Raw) -> anyhow::Result<Value> {
 // per contract
 // ---------------------------------------------------------------------------------------------
 
-fn children_differ(before: &Contract, after: &Contract) -> bool {
-    before.lines != after.lines
-        || before.schedules != after.schedules
-        || before.documents != after.documents
-        || before.renewals != after.renewals
-        || before.change_requests != after.change_requests
-}
-
 async fn rows_phase<S: ContractStore>(args: &Args, store: &S, raw: &Raw) -> anyhow::Result<Value> {
     let today = business_date();
     let policy = RulePolicy::default();
@@ -1692,13 +1685,13 @@ async fn rows_phase<S: ContractStore>(args: &Args, store: &S, raw: &Raw) -> anyh
                 continue;
             };
             if let Ok(Some(transition)) = apply_job(*job, contract, today, &policy) {
-                let change = ContractChange {
-                    id: loaded.id,
-                    expected_version: loaded.version,
-                    children_changed: children_differ(contract, &transition.contract),
-                    contract: transition.contract,
-                    events: transition.events,
-                };
+                let change = ContractChange::new(
+                    loaded.id,
+                    loaded.version,
+                    contract,
+                    transition.contract,
+                    transition.events,
+                );
                 changed += store.commit_batch(None, &[change], now_ms).await?.applied;
             }
         }
@@ -1798,6 +1791,7 @@ async fn profile_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Resu
     for job in Job::ALL {
         let mut wall = [0.0f64; 3];
         let mut cpu = [0.0f64; 3];
+        let io_before = io_counters();
         let mut count = 0;
         let mut clock = |section: usize, started: (Instant, f64)| {
             wall[section] += started.0.elapsed().as_secs_f64();
@@ -1827,13 +1821,13 @@ async fn profile_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Resu
                         continue;
                     };
                     if let Ok(Some(transition)) = apply_job(*job, contract, today, &policy) {
-                        changes.push(ContractChange {
-                            id: loaded.id,
-                            expected_version: loaded.version,
-                            children_changed: children_differ(contract, &transition.contract),
-                            contract: transition.contract,
-                            events: transition.events,
-                        });
+                        changes.push(ContractChange::new(
+                            loaded.id,
+                            loaded.version,
+                            contract,
+                            transition.contract,
+                            transition.events,
+                        ));
                     }
                 }
                 clock(1, started);
@@ -1851,6 +1845,7 @@ async fn profile_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Resu
             job.as_str().into(),
             json!({
                 "contracts": count,
+                "io": io_counters().iter().zip(io_before.iter()).map(|(a, b)| a - b).collect::<Vec<_>>(),
                 "wall": { "read": wall[0], "rules": wall[1], "write": wall[2] },
                 "cpu": { "read": cpu[0], "rules": cpu[1], "write": cpu[2] },
             }),
@@ -1860,6 +1855,23 @@ async fn profile_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Resu
     result.insert("cpu".into(), total_cpu.into());
     result.insert("schedstat".into(), schedstat());
     Ok(Value::Object(result))
+}
+
+/// `[rchar, wchar, syscr, syscw]` of this process so far.
+fn io_counters() -> [i64; 4] {
+    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("rchar:"),
+        field("wchar:"),
+        field("syscr:"),
+        field("syscw:"),
+    ]
 }
 
 /// CPU seconds used so far by every thread of this process.
@@ -1900,4 +1912,48 @@ fn schedstat() -> Value {
         }
     }
     Value::Array(threads)
+}
+
+/// Diagnostics: import's two database calls timed apart, on contracts parsed beforehand.
+async fn insert_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Result<Value> {
+    store.migrate().await?;
+    let file = args
+        .file
+        .clone()
+        .ok_or_else(|| anyhow!("insert needs --file"))?;
+    let now = instant(IMPORT_NOW);
+    let mut contracts = Vec::new();
+    for line in std::io::BufRead::lines(BufReader::new(std::fs::File::open(&file)?)) {
+        let record =
+            contractd::contract::record::read_record(&line?).map_err(|error| anyhow!("{error}"))?;
+        let mut contract = record
+            .parse(&ParseDefaults {
+                time_zone: chrono_tz::UTC,
+            })
+            .map_err(|error| anyhow!("{error}"))?;
+        let today = contractd::clock::business_date(now, contract.time_zone);
+        contract.recompute_cancellation_dates(today);
+        contracts.push(contractd::storage::NewContract {
+            contract,
+            imported_on: today,
+        });
+    }
+    let references: Vec<String> = contracts
+        .iter()
+        .map(|new| new.contract.reference.clone())
+        .collect();
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    let existing = store.existing_references(&references).await?;
+    let lookup = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    store
+        .insert_contracts(&contracts, now.timestamp_millis())
+        .await?;
+    let insert = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    Ok(json!({
+        "existing": existing.len(),
+        "lookup_wall_cpu": [lookup.0, lookup.1],
+        "insert_wall_cpu": [insert.0, insert.1],
+        "io": std::fs::read_to_string("/proc/self/io").unwrap_or_default(),
+    }))
 }

@@ -113,13 +113,13 @@ where
             }
         })?;
         let transition = plan(&contract, today_of(&contract))?;
-        let change = ContractChange {
-            id: loaded.id,
-            expected_version: loaded.version,
-            children_changed: contract.children_differ(&transition.contract),
-            contract: transition.contract.clone(),
-            events: transition.events.clone(),
-        };
+        let change = ContractChange::new(
+            loaded.id,
+            loaded.version,
+            &contract,
+            transition.contract.clone(),
+            transition.events.clone(),
+        );
         let outcome = store
             .commit_batch(None, std::slice::from_ref(&change), now_ms)
             .await

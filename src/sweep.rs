@@ -497,13 +497,13 @@ fn plan_batch(
             Ok(None) => {}
             Ok(Some(transition)) => {
                 plan.from_statuses.push(contract.status);
-                plan.changes.push(ContractChange {
-                    id: loaded.id,
-                    expected_version: loaded.version,
-                    children_changed: contract.children_differ(&transition.contract),
-                    contract: transition.contract,
-                    events: transition.events,
-                });
+                plan.changes.push(ContractChange::new(
+                    loaded.id,
+                    loaded.version,
+                    &contract,
+                    transition.contract,
+                    transition.events,
+                ));
             }
             Err(refusal) => {
                 plan.counts.skipped += 1;

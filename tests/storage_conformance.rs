@@ -105,7 +105,7 @@ conformance! {
         contracts_page_walks_by_id,
         due_batch_returns_due_rows_of_the_zone_in_due_then_id_order,
         commit_batch_applies_changes_with_events_and_bumps_the_version,
-        commit_batch_rewrites_children_only_when_they_changed,
+        commit_batch_writes_what_changed_from_the_state_read,
         commit_batch_refuses_a_stale_version_as_a_conflict,
         commit_batch_applies_two_changes_of_one_contract_in_order,
         commit_batch_treats_a_renamed_contract_as_a_conflict,
@@ -269,19 +269,14 @@ fn event(kind: EventKind, key: Option<&str>) -> ContractEvent {
     }
 }
 
+/// The change of a loaded contract to `contract`.
 fn change(
     loaded: &LoadedContract,
     contract: Contract,
-    children_changed: bool,
     events: Vec<ContractEvent>,
 ) -> ContractChange {
-    ContractChange {
-        id: loaded.id,
-        expected_version: loaded.version,
-        contract,
-        children_changed,
-        events,
-    }
+    let before = loaded.contract.as_ref().expect("a valid stored contract");
+    ContractChange::new(loaded.id, loaded.version, before, contract, events)
 }
 
 fn run_key(job: Job, zone: &str, date: &str) -> RunKey {
@@ -917,7 +912,6 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
                 change(
                     &loaded_1,
                     contract_1.clone(),
-                    true,
                     vec![
                         event(EventKind::CancellationRevoked, None),
                         line_event.clone(),
@@ -926,7 +920,6 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
                 change(
                     &loaded_2,
                     contract_2.clone(),
-                    false,
                     vec![event(EventKind::Expired, Some("expire:2024-12-31"))],
                 ),
             ],
@@ -984,7 +977,6 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
             &[change(
                 &after_1,
                 stored_1.clone(),
-                false,
                 vec![event(EventKind::EndedEarly, None)],
             )],
             NOW + 2,
@@ -1005,25 +997,38 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
     );
 }
 
-async fn commit_batch_rewrites_children_only_when_they_changed<S: ContractStore>(store: S) {
+async fn commit_batch_writes_what_changed_from_the_state_read<S: ContractStore>(store: S) {
     insert(&store, vec![rich("KIDS")]).await;
     let original = load(&store, "KIDS").await;
 
-    // children_changed = false: the child rows stay as they were.
+    // A column and one child table changed: both are written, the other tables stay.
     let mut edited = original.1.clone();
-    edited.lines[0].description = "not written".to_string();
-    edited.documents.clear();
     edited.customer = "written".to_string();
+    edited.lines[0].description = "written too".to_string();
     store
-        .commit_batch(None, &[change(&original.0, edited, false, vec![])], NOW)
+        .commit_batch(None, &[change(&original.0, edited.clone(), vec![])], NOW)
         .await
         .expect("commit");
     let (after, stored) = load(&store, "KIDS").await;
-    assert_eq!(stored.customer, "written");
-    assert_eq!(stored.lines, original.1.lines);
-    assert_eq!(stored.documents, original.1.documents);
+    assert_eq!(stored, edited);
 
-    // children_changed = true: every child table is rewritten, in the new order.
+    // Only what differs from the state the change was computed from is written: a change
+    // computed from a state whose documents were already gone leaves the stored ones alone.
+    let mut assumed = stored.clone();
+    assumed.documents.clear();
+    let mut next = assumed.clone();
+    next.end_notes = Some("noted".to_string());
+    let partial = ContractChange::new(after.id, after.version, &assumed, next, vec![]);
+    assert!(!partial.changes_children());
+    store
+        .commit_batch(None, &[partial], NOW)
+        .await
+        .expect("commit");
+    let (after, stored) = load(&store, "KIDS").await;
+    assert_eq!(stored.end_notes.as_deref(), Some("noted"));
+    assert_eq!(stored.documents, edited.documents);
+
+    // Every child table rewritten, in the new order.
     let mut rewritten = stored.clone();
     rewritten.lines.reverse();
     rewritten.schedules.truncate(1);
@@ -1031,11 +1036,7 @@ async fn commit_batch_rewrites_children_only_when_they_changed<S: ContractStore>
     rewritten.renewals.clear();
     rewritten.change_requests.reverse();
     store
-        .commit_batch(
-            None,
-            &[change(&after, rewritten.clone(), true, vec![])],
-            NOW,
-        )
+        .commit_batch(None, &[change(&after, rewritten.clone(), vec![])], NOW)
         .await
         .expect("commit");
     let (after, stored) = load(&store, "KIDS").await;
@@ -1049,22 +1050,18 @@ async fn commit_batch_rewrites_children_only_when_they_changed<S: ContractStore>
     bare.documents.clear();
     bare.change_requests.clear();
     store
-        .commit_batch(None, &[change(&after, bare.clone(), true, vec![])], NOW)
+        .commit_batch(None, &[change(&after, bare.clone(), vec![])], NOW)
         .await
         .expect("commit");
     let (after, stored) = load(&store, "KIDS").await;
     assert_eq!(stored, bare);
     store
-        .commit_batch(
-            None,
-            &[change(&after, original.1.clone(), true, vec![])],
-            NOW,
-        )
+        .commit_batch(None, &[change(&after, original.1.clone(), vec![])], NOW)
         .await
         .expect("commit");
     let (after, stored) = load(&store, "KIDS").await;
     assert_eq!(stored, original.1);
-    assert_eq!(after.version, 5);
+    assert_eq!(after.version, 6);
 }
 
 async fn commit_batch_refuses_a_stale_version_as_a_conflict<S: ContractStore>(store: S) {
@@ -1081,7 +1078,7 @@ async fn commit_batch_refuses_a_stale_version_as_a_conflict<S: ContractStore>(st
     let mut first = contract.clone();
     first.customer = "first writer".to_string();
     store
-        .commit_batch(None, &[change(&stale, first.clone(), false, vec![])], NOW)
+        .commit_batch(None, &[change(&stale, first.clone(), vec![])], NOW)
         .await
         .expect("commit");
 
@@ -1098,13 +1095,11 @@ async fn commit_batch_refuses_a_stale_version_as_a_conflict<S: ContractStore>(st
                 change(
                     &stale,
                     second,
-                    true,
                     vec![event(EventKind::Expired, Some("expire:x"))],
                 ),
                 change(
                     &fresh,
                     fresh_change.clone(),
-                    false,
                     vec![event(EventKind::Expired, Some("expire:x"))],
                 ),
             ],
@@ -1130,7 +1125,7 @@ async fn commit_batch_refuses_a_stale_version_as_a_conflict<S: ContractStore>(st
     );
 
     // A row that does not exist is a conflict as well.
-    let mut ghost = change(&after, first, false, vec![event(EventKind::Expired, None)]);
+    let mut ghost = change(&after, first, vec![event(EventKind::Expired, None)]);
     ghost.id = i64::MAX;
     let outcome = store
         .commit_batch(None, &[ghost], NOW)
@@ -1157,7 +1152,6 @@ async fn commit_batch_applies_two_changes_of_one_contract_in_order<S: ContractSt
     let mut second_change = change(
         &loaded,
         second.clone(),
-        true,
         vec![event(EventKind::EndedEarly, None)],
     );
     second_change.expected_version = loaded.version + 1;
@@ -1168,7 +1162,6 @@ async fn commit_batch_applies_two_changes_of_one_contract_in_order<S: ContractSt
                 change(
                     &loaded,
                     first,
-                    true,
                     vec![event(EventKind::CancellationRevoked, None)],
                 ),
                 second_change,
@@ -1200,10 +1193,7 @@ async fn commit_batch_applies_two_changes_of_one_contract_in_order<S: ContractSt
     let outcome = store
         .commit_batch(
             None,
-            &[
-                change(&after, a.clone(), false, vec![]),
-                change(&after, b, false, vec![]),
-            ],
+            &[change(&after, a.clone(), vec![]), change(&after, b, vec![])],
             NOW,
         )
         .await
@@ -1223,7 +1213,7 @@ async fn commit_batch_treats_a_renamed_contract_as_a_conflict<S: ContractStore>(
     let (loaded, mut contract) = load(&store, "NAME").await;
     contract.reference = "OTHER-NAME".to_string();
     let outcome = store
-        .commit_batch(None, &[change(&loaded, contract, false, vec![])], NOW)
+        .commit_batch(None, &[change(&loaded, contract, vec![])], NOW)
         .await
         .expect("commit");
     assert_eq!(
@@ -1260,7 +1250,6 @@ async fn commit_batch_rolls_back_the_whole_batch_on_a_duplicate_transition<S: Co
             &[change(
                 &b,
                 contract_b.clone(),
-                false,
                 vec![event(EventKind::Expired, Some("expire:2024-12-31"))],
             )],
             NOW,
@@ -1292,13 +1281,11 @@ async fn commit_batch_rolls_back_the_whole_batch_on_a_duplicate_transition<S: Co
                 change(
                     &a,
                     changed_a,
-                    true,
                     vec![event(EventKind::Expired, Some("expire:2024-12-31"))],
                 ),
                 change(
                     &b,
                     changed_b,
-                    false,
                     vec![event(EventKind::Expired, Some("expire:2024-12-31"))],
                 ),
             ],
@@ -1333,7 +1320,6 @@ async fn commit_batch_rolls_back_the_whole_batch_on_a_duplicate_transition<S: Co
             &[change(
                 &c,
                 contract_c,
-                false,
                 vec![
                     event(EventKind::Expired, Some("same")),
                     event(EventKind::LineExpired, Some("same")),
@@ -1380,7 +1366,6 @@ async fn commit_batch_advances_the_ledger<S: ContractStore>(store: S) {
             &[change(
                 &one,
                 contract_one,
-                false,
                 vec![event(EventKind::Expired, Some("expire:2024-03-31"))],
             )],
             NOW + 5,
@@ -1479,7 +1464,6 @@ async fn claim_run_lease_and_takeover<S: ContractStore>(store: S) {
             &[change(
                 &loaded,
                 contract,
-                false,
                 vec![event(EventKind::Expired, Some("expire:2024-03-31"))],
             )],
             NOW + LEASE + 2,
@@ -1831,7 +1815,7 @@ async fn events_are_listed_oldest_first<S: ContractStore>(store: S) {
         store
             .commit_batch(
                 None,
-                &[change(&loaded, contract, false, events)],
+                &[change(&loaded, contract, events)],
                 NOW + round as i64,
             )
             .await
@@ -1925,7 +1909,6 @@ async fn concurrent_claims_and_commits_have_one_winner<S: ContractStore>(store: 
         let change = change(
             &loaded,
             contract,
-            true,
             vec![event(
                 EventKind::EndedEarly,
                 Some(&format!("writer-{writer}")),

@@ -308,16 +308,6 @@ impl Contract {
         self.latest_cancellation_date = dates.map(|d| d.latest_cancellation_date);
     }
 
-    /// Whether lines, schedules, documents, renewals or change requests differ between two
-    /// states of a contract (storage rewrites them only then).
-    pub fn children_differ(&self, other: &Contract) -> bool {
-        self.lines != other.lines
-            || self.schedules != other.schedules
-            || self.documents != other.documents
-            || self.renewals != other.renewals
-            || self.change_requests != other.change_requests
-    }
-
     /// The line with this reference.
     pub fn line(&self, reference: &str) -> Option<&Line> {
         self.lines.iter().find(|line| line.reference == reference)

@@ -20,6 +20,7 @@ use chrono::NaiveDate;
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, ContractEvent, EventKind};
 use crate::lifecycle::Job;
+use rows::ChangedParts;
 
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -70,7 +71,8 @@ pub struct LoadedContract {
     pub contract: Result<Contract, InvalidContract>,
 }
 
-/// One contract update, applied only if the row still has `expected_version`.
+/// One contract update, applied only if the row still has `expected_version`. Only the
+/// columns and child tables that differ from the state it was computed from are written.
 #[derive(Debug, Clone)]
 pub struct ContractChange {
     /// Storage key of the contract.
@@ -79,11 +81,35 @@ pub struct ContractChange {
     pub expected_version: i64,
     /// The new state.
     pub contract: Contract,
-    /// Whether lines, schedules, documents, renewals or change requests changed (they are
-    /// rewritten only then).
-    pub children_changed: bool,
     /// Why it changed.
     pub events: Vec<ContractEvent>,
+    /// What differs from the state at `expected_version`: what is written.
+    pub(crate) parts: ChangedParts,
+}
+
+impl ContractChange {
+    /// The change of the contract stored as `id` at `expected_version`, whose state then was
+    /// `before`, to `after`, with the events that explain it.
+    pub fn new(
+        id: i64,
+        expected_version: i64,
+        before: &Contract,
+        after: Contract,
+        events: Vec<ContractEvent>,
+    ) -> ContractChange {
+        ContractChange {
+            id,
+            expected_version,
+            parts: ChangedParts::between(before, &after),
+            contract: after,
+            events,
+        }
+    }
+
+    /// Whether any line, schedule, document, renewal or change request differs.
+    pub fn changes_children(&self) -> bool {
+        self.parts.rewrites_children()
+    }
 }
 
 /// The key of a ledger row.
@@ -332,6 +358,22 @@ pub trait ContractStore: Send + Sync + Clone + 'static {
     fn count_by_status(
         &self,
     ) -> impl Future<Output = Result<Vec<(String, i64)>, StorageError>> + Send;
+}
+
+/// The changes of a batch in rounds, each a list of indices into `changes`: a contract
+/// changed twice in one batch is applied in order, its n-th change in the n-th round.
+pub(crate) fn rounds(changes: &[ContractChange]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for (index, change) in changes.iter().enumerate() {
+        let occurrence = seen.entry(change.id).or_insert(0);
+        if rounds.len() <= *occurrence {
+            rounds.push(Vec::new());
+        }
+        rounds[*occurrence].push(index);
+        *occurrence += 1;
+    }
+    rounds
 }
 
 /// The transition key stored for an event: the rule's own key for daily jobs, or one made

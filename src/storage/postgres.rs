@@ -18,14 +18,15 @@ use sqlx::Connection as _;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::rows::{
-    assemble, due_column, CancellationColumns, Children, ContractRow, ContractValues,
-    LineRecordParts, LineRow, CONTRACT_COLUMNS,
+    assemble, due_column, CancellationColumns, ChangedParts, ChildTable, Children, ColumnType,
+    ColumnValue, ContractColumn, ContractRow, ContractValues, LineRecordParts, LineRow,
+    CONTRACT_COLUMNS,
 };
 use super::sqlite::finish_timing;
 use super::{
-    imported_event, transition_key, BatchCursor, BatchProgress, CommitOutcome, ContractChange,
-    ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey, RunRecord, RunStatus,
-    StorageError, StoredEvent,
+    imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
+    ContractChange, ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey,
+    RunRecord, RunStatus, StorageError, StoredEvent,
 };
 use crate::contract::record::{format_date, DocumentRecord, ReferenceRecord, ScheduleRecord};
 use crate::contract::{Cancellation, Contract, ContractEvent};
@@ -42,13 +43,24 @@ const LOOKUP_CHUNK: usize = 10_000;
 /// The PostgreSQL migrations, embedded in the binary.
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("schema"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/postgres/0001_schema.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("schema"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/postgres/0001_schema.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("drop status index"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!(
+                    "../../migrations/postgres/0002_drop_status_index.sql"
+                )),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -317,39 +329,6 @@ fn names(columns: &[(&str, &str)]) -> String {
         .join(", ")
 }
 
-/// The written contract columns (after `ref`) with their types, in the order
-/// [`ContractArrays::bind`] binds them. `updated_at_ms` is bound once, as a scalar.
-const CONTRACT_ARRAYS: [(&str, &str); 28] = [
-    ("customer", "text"),
-    ("status", "text"),
-    ("time_zone", "text"),
-    ("start_date", "date"),
-    ("end_date", "date"),
-    ("initial_term", "text"),
-    ("original_end_date", "date"),
-    ("minimum_term_end", "date"),
-    ("notice_period", "text"),
-    ("cancellation_window", "text"),
-    ("auto_extend", "boolean"),
-    ("extension_term", "text"),
-    ("proration", "text"),
-    ("end_reason", "text"),
-    ("end_notes", "text"),
-    ("cancellation_received_on", "date"),
-    ("cancellation_end_date", "date"),
-    ("cancellation_reason", "text"),
-    ("cancellation_notes", "text"),
-    ("cancellation_final_invoice", "boolean"),
-    ("cancellation_restore_auto_extend", "boolean"),
-    ("cancellation_date", "date"),
-    ("latest_cancellation_date", "date"),
-    ("due_cancellation_on", "date"),
-    ("due_extension_on", "date"),
-    ("due_expiry_on", "date"),
-    ("due_refresh_on", "date"),
-    ("has_children", "boolean"),
-];
-
 /// The six pending-cancellation columns, one array each (contract or line).
 #[derive(Default)]
 struct CancellationArrays {
@@ -391,141 +370,111 @@ impl CancellationArrays {
     }
 }
 
-/// Contract column values of many contracts, one array per column (`unnest` turns them back
-/// into rows), in the order of `ref` then [`CONTRACT_ARRAYS`].
-#[derive(Default)]
+/// The PostgreSQL type of a contract column.
+fn pg_type(column: ContractColumn) -> &'static str {
+    match column.sql_type() {
+        ColumnType::Text => "text",
+        ColumnType::Date => "date",
+        ColumnType::Bool => "boolean",
+    }
+}
+
+/// One contract column's values for many contracts, as one typed array.
+enum ColumnArray {
+    Text(Vec<Option<String>>),
+    Date(Vec<Option<NaiveDate>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl ColumnArray {
+    fn new(column: ContractColumn, capacity: usize) -> ColumnArray {
+        match column.sql_type() {
+            ColumnType::Text => ColumnArray::Text(Vec::with_capacity(capacity)),
+            ColumnType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
+            ColumnType::Bool => ColumnArray::Bool(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn push(&mut self, value: ColumnValue<'_>) {
+        match (self, value) {
+            (ColumnArray::Text(values), ColumnValue::Text(text)) => {
+                values.push(text.map(Cow::into_owned));
+            }
+            (ColumnArray::Date(values), ColumnValue::Date(date)) => values.push(date),
+            (ColumnArray::Bool(values), ColumnValue::Bool(flag)) => values.push(flag),
+            // A column's values all have its type (ContractColumn::value).
+            (array, _) => array.push_null(),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            ColumnArray::Text(values) => values.push(None),
+            ColumnArray::Date(values) => values.push(None),
+            ColumnArray::Bool(values) => values.push(None),
+        }
+    }
+
+    fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
+        match self {
+            ColumnArray::Text(values) => query.bind(values),
+            ColumnArray::Date(values) => query.bind(values),
+            ColumnArray::Bool(values) => query.bind(values),
+        }
+    }
+}
+
+/// Values of some contract columns for many contracts, one array per column (`unnest` turns
+/// them back into rows), after the contracts' refs.
 struct ContractArrays {
     /// `ref`: the conflict target of the import and part of the update guard.
     reference: Vec<String>,
-    /// `customer`.
-    customer: Vec<String>,
-    /// `status`.
-    status: Vec<&'static str>,
-    /// `time_zone`.
-    time_zone: Vec<&'static str>,
-    /// `start_date`.
-    start_date: Vec<NaiveDate>,
-    /// `end_date`.
-    end_date: Vec<Option<NaiveDate>>,
-    /// `initial_term`.
-    initial_term: Vec<Option<String>>,
-    /// `original_end_date`.
-    original_end_date: Vec<Option<NaiveDate>>,
-    /// `minimum_term_end`.
-    minimum_term_end: Vec<Option<NaiveDate>>,
-    /// `notice_period`.
-    notice_period: Vec<String>,
-    /// `cancellation_window`.
-    cancellation_window: Vec<&'static str>,
-    /// `auto_extend`.
-    auto_extend: Vec<bool>,
-    /// `extension_term`.
-    extension_term: Vec<Option<String>>,
-    /// `proration`.
-    proration: Vec<&'static str>,
-    /// `end_reason`.
-    end_reason: Vec<Option<String>>,
-    /// `end_notes`.
-    end_notes: Vec<Option<String>>,
-    /// The six `cancellation_*` columns.
-    cancellation: CancellationArrays,
-    /// `cancellation_date`.
-    cancellation_date: Vec<Option<NaiveDate>>,
-    /// `latest_cancellation_date`.
-    latest_cancellation_date: Vec<Option<NaiveDate>>,
-    /// `due_cancellation_on`.
-    due_cancellation: Vec<Option<NaiveDate>>,
-    /// `due_extension_on`.
-    due_extension: Vec<Option<NaiveDate>>,
-    /// `due_expiry_on`.
-    due_expiry: Vec<Option<NaiveDate>>,
-    /// `due_refresh_on`.
-    due_refresh: Vec<Option<NaiveDate>>,
-    /// `has_children`: whether loading the contract needs the child tables.
-    has_children: Vec<bool>,
+    /// The columns written, each with its values.
+    columns: Vec<(ContractColumn, ColumnArray)>,
 }
 
 impl ContractArrays {
+    fn new(columns: impl Iterator<Item = ContractColumn>, capacity: usize) -> ContractArrays {
+        ContractArrays {
+            reference: Vec::with_capacity(capacity),
+            columns: columns
+                .map(|column| (column, ColumnArray::new(column, capacity)))
+                .collect(),
+        }
+    }
+
     fn push(&mut self, values: &ContractValues<'_>) {
-        let contract = values.contract;
-        self.reference.push(contract.reference.clone());
-        self.customer.push(contract.customer.clone());
-        self.status.push(contract.status.as_str());
-        self.time_zone.push(contract.time_zone.name());
-        self.start_date.push(contract.start_date);
-        self.end_date.push(contract.end_date);
-        self.initial_term
-            .push(contract.initial_term.map(|term| term.to_string()));
-        self.original_end_date.push(contract.original_end_date);
-        self.minimum_term_end.push(contract.minimum_term_end);
-        self.notice_period.push(contract.notice_period.to_string());
-        self.cancellation_window
-            .push(contract.cancellation_window.as_str());
-        self.auto_extend.push(contract.auto_extend);
-        self.extension_term
-            .push(contract.extension_term.map(|term| term.to_string()));
-        self.proration.push(contract.proration.as_str());
-        self.end_reason.push(contract.end_reason.clone());
-        self.end_notes.push(contract.end_notes.clone());
-        self.cancellation.push(values.cancellation());
-        self.cancellation_date.push(contract.cancellation_date);
-        self.latest_cancellation_date
-            .push(contract.latest_cancellation_date);
-        self.due_cancellation.push(values.due.cancellation);
-        self.due_extension.push(values.due.extension);
-        self.due_expiry.push(values.due.expiry);
-        self.due_refresh.push(values.due.refresh);
-        self.has_children.push(values.has_children);
+        self.reference.push(values.contract.reference.clone());
+        for (column, array) in &mut self.columns {
+            array.push(column.value(values));
+        }
     }
 
-    /// Bind `ref` and then the columns of [`CONTRACT_ARRAYS`], in that order.
+    /// `ref`, then each column, with its type, as the statements list them.
+    fn typed_names(&self) -> Vec<(&'static str, &'static str)> {
+        std::iter::once(("ref", "text"))
+            .chain(
+                self.columns
+                    .iter()
+                    .map(|(column, _)| (column.name(), pg_type(*column))),
+            )
+            .collect()
+    }
+
+    /// Bind `ref` and then the columns, in that order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
-        let query = query
-            .bind(self.reference)
-            .bind(self.customer)
-            .bind(self.status)
-            .bind(self.time_zone)
-            .bind(self.start_date)
-            .bind(self.end_date)
-            .bind(self.initial_term)
-            .bind(self.original_end_date)
-            .bind(self.minimum_term_end)
-            .bind(self.notice_period)
-            .bind(self.cancellation_window)
-            .bind(self.auto_extend)
-            .bind(self.extension_term)
-            .bind(self.proration)
-            .bind(self.end_reason)
-            .bind(self.end_notes);
-        self.cancellation
-            .bind(query)
-            .bind(self.cancellation_date)
-            .bind(self.latest_cancellation_date)
-            .bind(self.due_cancellation)
-            .bind(self.due_extension)
-            .bind(self.due_expiry)
-            .bind(self.due_refresh)
-            .bind(self.has_children)
+        let query = query.bind(self.reference);
+        self.columns
+            .into_iter()
+            .fold(query, |query, (_, array)| array.bind(query))
     }
 }
 
-/// `ref` followed by [`CONTRACT_ARRAYS`].
-fn contract_array_columns() -> Vec<(&'static str, &'static str)> {
-    let mut columns = vec![("ref", "text")];
-    columns.extend(CONTRACT_ARRAYS);
-    columns
-}
-
-/// The statements built from the column lists, built once.
-static INSERT_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(insert_contracts_sql);
-static UPDATE_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(update_contracts_sql);
-static INSERT_CHILDREN_SQL: LazyLock<String> = LazyLock::new(insert_children_sql);
-static DELETE_CHILDREN_SQL: LazyLock<String> = LazyLock::new(delete_children_sql);
-
-/// The import insert: one row per array element, in input order, refs that exist skipped
-/// (the caller turns a skipped ref into [`StorageError::DuplicateReference`]).
-fn insert_contracts_sql() -> String {
-    let columns = contract_array_columns();
+/// The import insert of `arrays` (every column): one row per array element, in input order,
+/// refs that exist skipped (the caller turns a skipped ref into
+/// [`StorageError::DuplicateReference`]).
+fn insert_contracts_sql(values: &ContractArrays) -> String {
+    let columns = values.typed_names();
     let mut numbered = columns.clone();
     numbered.push(("ord", ""));
     format!(
@@ -539,18 +488,19 @@ fn insert_contracts_sql() -> String {
     )
 }
 
-/// The guarded update of a whole batch: a row changes only while it still has the expected
-/// version (and ref); the ids of the rows that changed come back.
-fn update_contracts_sql() -> String {
+/// The guarded update of a round of changes, setting the columns of `arrays`: a row changes
+/// only while it still has the expected version (and ref); the ids of the rows that changed
+/// come back.
+fn update_contracts_sql(values: &ContractArrays) -> String {
     let mut columns = vec![("id", "bigint"), ("expected_version", "bigint")];
-    columns.extend(contract_array_columns());
-    let assignments = CONTRACT_ARRAYS
+    columns.extend(values.typed_names());
+    let assignments: String = values
+        .columns
         .iter()
-        .map(|(name, _)| format!("{name} = u.{name}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|(column, _)| format!("{name} = u.{name}, ", name = column.name()))
+        .collect();
     format!(
-        "UPDATE contracts AS c SET version = c.version + 1, {assignments}, \
+        "UPDATE contracts AS c SET version = c.version + 1, {assignments}\
          updated_at_ms = ${now}::bigint FROM {unnest} \
          WHERE c.id = u.id AND c.version = u.expected_version AND c.ref = u.ref \
          RETURNING c.id",
@@ -558,6 +508,9 @@ fn update_contracts_sql() -> String {
         unnest = unnest(&columns, 1, "u"),
     )
 }
+
+static INSERT_CHILDREN_SQL: LazyLock<String> = LazyLock::new(insert_children_sql);
+static DELETE_CHILDREN_SQL: LazyLock<String> = LazyLock::new(delete_children_sql);
 
 /// Line columns with their types, after `contract_id` and `position`.
 const LINE_ARRAYS: [(&str, &str); 19] = [
@@ -642,11 +595,18 @@ fn insert_children_sql() -> String {
     format!("WITH {ctes} {last}")
 }
 
-/// One statement deleting the children of the contracts in `$1` from all five tables.
+/// One statement deleting, from each of the five tables in turn, the rows of the contracts
+/// in `$1` … `$5`.
 fn delete_children_sql() -> String {
     let mut statements: Vec<String> = CHILD_TABLES
         .iter()
-        .map(|(table, _)| format!("DELETE FROM {table} WHERE contract_id = ANY($1)"))
+        .enumerate()
+        .map(|(index, (table, _))| {
+            format!(
+                "DELETE FROM {table} WHERE contract_id = ANY(${}::bigint[])",
+                index + 1
+            )
+        })
         .collect();
     let last = statements.pop().unwrap_or_default();
     let ctes = statements
@@ -780,11 +740,44 @@ struct ChildArrays {
     change_requests: ReferenceArrays,
     /// Whether any row was added (no statement is needed otherwise).
     any: bool,
+    /// Per table of [`ChildTable::ALL`], the contracts whose rows there are replaced.
+    replaced: [Vec<i64>; 5],
 }
 
 impl ChildArrays {
-    fn push(&mut self, contract_id: i64, contract: &Contract) {
-        for (position, line) in contract.lines.iter().enumerate() {
+    /// The rows of the child tables in `parts` of a contract, replacing what it had there.
+    fn push(&mut self, contract_id: i64, contract: &Contract, parts: ChangedParts) {
+        for table in parts.tables() {
+            self.replaced[table as usize].push(contract_id);
+            self.any |= table.has_rows(contract);
+        }
+        let rows = |table: ChildTable| parts.rewrites(table);
+        let lines: &[_] = if rows(ChildTable::Lines) {
+            &contract.lines
+        } else {
+            &[]
+        };
+        let schedules: &[_] = if rows(ChildTable::Schedules) {
+            &contract.schedules
+        } else {
+            &[]
+        };
+        let documents: &[_] = if rows(ChildTable::Documents) {
+            &contract.documents
+        } else {
+            &[]
+        };
+        let renewals: &[_] = if rows(ChildTable::Renewals) {
+            &contract.renewals
+        } else {
+            &[]
+        };
+        let change_requests: &[_] = if rows(ChildTable::ChangeRequests) {
+            &contract.change_requests
+        } else {
+            &[]
+        };
+        for (position, line) in lines.iter().enumerate() {
             let lines = &mut self.lines;
             lines.contract_id.push(contract_id);
             lines.position.push(position as i64);
@@ -803,7 +796,7 @@ impl ChildArrays {
             lines.auto_extend.push(line.auto_extend);
             lines.cancellation.push(line.cancellation.as_ref());
         }
-        for (position, schedule) in contract.schedules.iter().enumerate() {
+        for (position, schedule) in schedules.iter().enumerate() {
             let schedules = &mut self.schedules;
             schedules.contract_id.push(contract_id);
             schedules.position.push(position as i64);
@@ -814,7 +807,7 @@ impl ChildArrays {
             schedules.status.push(schedule.status.as_str());
             schedules.document.push(schedule.document.clone());
         }
-        for (position, document) in contract.documents.iter().enumerate() {
+        for (position, document) in documents.iter().enumerate() {
             let documents = &mut self.documents;
             documents.contract_id.push(contract_id);
             documents.position.push(position as i64);
@@ -827,23 +820,16 @@ impl ChildArrays {
         }
         self.renewals.push(
             contract_id,
-            contract
-                .renewals
+            renewals
                 .iter()
                 .map(|r| (r.reference.clone(), r.status.as_str())),
         );
         self.change_requests.push(
             contract_id,
-            contract
-                .change_requests
+            change_requests
                 .iter()
                 .map(|r| (r.reference.clone(), r.status.as_str())),
         );
-        self.any |= !(contract.lines.is_empty()
-            && contract.schedules.is_empty()
-            && contract.documents.is_empty()
-            && contract.renewals.is_empty()
-            && contract.change_requests.is_empty());
     }
 
     /// Bind every array, in the order of [`CHILD_TABLES`].
@@ -888,7 +874,18 @@ impl ChildArrays {
         self.change_requests.bind(query)
     }
 
-    async fn insert(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StorageError> {
+    /// Delete the replaced rows, then insert the new ones.
+    async fn write(mut self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StorageError> {
+        if self.replaced.iter().any(|ids| !ids.is_empty()) {
+            let replaced = std::mem::take(&mut self.replaced);
+            replaced
+                .into_iter()
+                .fold(sqlx::query(&DELETE_CHILDREN_SQL), |query, ids| {
+                    query.bind(ids)
+                })
+                .execute(&mut **tx)
+                .await?;
+        }
         if self.any {
             self.bind(sqlx::query(&INSERT_CHILDREN_SQL))
                 .execute(&mut **tx)
@@ -937,40 +934,9 @@ impl EventArrays {
         }
     }
 
-    /// Insert the events of contracts created in this transaction: no key can exist yet, so
-    /// there is nothing to check (the unique index still guards it).
-    async fn insert_new(
-        self,
-        tx: &mut Transaction<'static, Postgres>,
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
-        if self.contract_id.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
-             details, transition_key, recorded_at_ms) \
-             SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
-             transition_key, $8::bigint \
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
-             $6::text[], $7::text[]) \
-             AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, transition_key)",
-        )
-        .bind(self.contract_id)
-        .bind(self.contract_ref)
-        .bind(self.kind)
-        .bind(self.effective_on)
-        .bind(self.line_ref)
-        .bind(self.details)
-        .bind(self.transition_key)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Insert every event; a transition key a contract already has is refused with
-    /// [`StorageError::DuplicateTransition`] naming the first such event (in order).
+    /// Insert every event, in order. A transition key a contract already has violates the
+    /// unique key: refused with [`StorageError::DuplicateTransition`] naming that event (the
+    /// caller's transaction is then rolled back).
     async fn insert(
         self,
         tx: &mut Transaction<'static, Postgres>,
@@ -987,7 +953,7 @@ impl EventArrays {
             .zip(&self.transition_key)
             .map(|((id, reference), key)| (*id, reference.clone(), key.clone()))
             .collect();
-        let rows = sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
              details, transition_key, run_id, recorded_at_ms) \
              SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
@@ -995,9 +961,7 @@ impl EventArrays {
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
              $6::text[], $7::text[]) WITH ORDINALITY \
              AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, \
-             transition_key, ord) ORDER BY ord \
-             ON CONFLICT (contract_id, transition_key) DO NOTHING \
-             RETURNING contract_id, transition_key",
+             transition_key, ord) ORDER BY ord",
         )
         .bind(self.contract_id)
         .bind(self.contract_ref)
@@ -1008,26 +972,54 @@ impl EventArrays {
         .bind(self.transition_key)
         .bind(run_id)
         .bind(now_ms)
-        .fetch_all(&mut **tx)
-        .await?;
-        if rows.len() == sent.len() {
-            return Ok(());
+        .execute(&mut **tx)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error))
+                if error.constraint() == Some(EVENT_KEY_CONSTRAINT) =>
+            {
+                Err(duplicate_transition(
+                    error.message(),
+                    error.try_downcast_ref(),
+                    sent,
+                ))
+            }
+            Err(error) => Err(error.into()),
         }
-        let mut inserted = HashSet::with_capacity(rows.len());
-        for row in &rows {
-            inserted.insert((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?));
-        }
-        let missing = sent
-            .into_iter()
-            .find(|(id, _, key)| !inserted.remove(&(*id, key.clone())));
-        let (contract_ref, transition_key) = match missing {
-            Some((_, reference, key)) => (reference, key),
-            None => (String::new(), String::new()),
-        };
-        Err(StorageError::DuplicateTransition {
-            contract_ref,
-            transition_key,
+    }
+}
+
+/// The unique key of transition events.
+const EVENT_KEY_CONSTRAINT: &str = "contract_events_contract_id_transition_key_key";
+
+/// The event a unique violation names (`Key (contract_id, transition_key)=(7, expired:…)`
+/// in its detail), among those sent; the first sent when the detail cannot be read.
+fn duplicate_transition(
+    message: &str,
+    postgres: Option<&sqlx::postgres::PgDatabaseError>,
+    sent: Vec<(i64, String, String)>,
+) -> StorageError {
+    let detail = postgres.and_then(|error| error.detail()).unwrap_or(message);
+    let named = detail
+        .split_once(")=(")
+        .and_then(|(_, rest)| rest.rsplit_once(") already exists"))
+        .and_then(|(key, _)| key.split_once(", "))
+        .and_then(|(id, key)| Some((id.parse::<i64>().ok()?, key.to_string())));
+    let event = named
+        .and_then(|(id, key)| {
+            sent.iter()
+                .find(|(sent_id, _, sent_key)| *sent_id == id && *sent_key == key)
+                .cloned()
         })
+        .or_else(|| sent.into_iter().next());
+    let (contract_ref, transition_key) = match event {
+        Some((_, reference, key)) => (reference, key),
+        None => (String::new(), String::new()),
+    };
+    StorageError::DuplicateTransition {
+        contract_ref,
+        transition_key,
     }
 }
 
@@ -1061,12 +1053,13 @@ impl ContractStore for PostgresStore {
         let mut zones = BTreeSet::new();
         let mut tx = self.pool.begin().await?;
         for chunk in contracts.chunks(IMPORT_CHUNK) {
-            let mut arrays = ContractArrays::default();
+            let mut arrays = ContractArrays::new(ContractColumn::ALL.iter().copied(), chunk.len());
             for new in chunk {
                 arrays.push(&ContractValues::of(&new.contract));
             }
+            let sql = insert_contracts_sql(&arrays);
             let rows = arrays
-                .bind(sqlx::query(&INSERT_CONTRACTS_SQL))
+                .bind(sqlx::query(&sql))
                 .bind(now_ms)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -1084,13 +1077,13 @@ impl ContractStore for PostgresStore {
                         new.contract.reference.clone(),
                     ));
                 };
-                children.push(id, &new.contract);
+                children.push(id, &new.contract, ChangedParts::everything());
                 let event = imported_event(&new.contract, new.imported_on);
                 events.push(id, &new.contract.reference, 1, &[event]);
                 zones.insert(new.contract.time_zone.name());
             }
-            children.insert(&mut tx).await?;
-            events.insert_new(&mut tx, now_ms).await?;
+            children.write(&mut tx).await?;
+            events.insert(&mut tx, None, now_ms).await?;
         }
         if !zones.is_empty() {
             sqlx::query(
@@ -1291,59 +1284,42 @@ impl ContractStore for PostgresStore {
         changes: &[ContractChange],
         now_ms: i64,
     ) -> Result<CommitOutcome, StorageError> {
-        // A contract changed twice in one batch is applied in order, like the one-by-one
-        // updates of SQLite: the n-th change of each contract goes into the n-th statement.
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        let mut seen: HashMap<i64, usize> = HashMap::new();
-        for (index, change) in changes.iter().enumerate() {
-            let occurrence = seen.entry(change.id).or_insert(0);
-            if rounds.len() <= *occurrence {
-                rounds.push(Vec::new());
-            }
-            rounds[*occurrence].push(index);
-            *occurrence += 1;
-        }
         let mut applied = vec![false; changes.len()];
         let mut tx = self.pool.begin().await?;
-        for mut round in rounds {
+        for mut round in rounds(changes) {
             // Rows are locked in id order, so two batches touching the same contracts wait
             // for each other instead of deadlocking.
             round.sort_by_key(|&index| changes[index].id);
+            // One statement for the round, setting every column any of its changes changes
+            // (a change that leaves such a column alone writes back the value it read).
+            let columns = round.iter().fold(ChangedParts::default(), |all, &index| {
+                all.union(changes[index].parts)
+            });
             let mut ids = Vec::with_capacity(round.len());
             let mut expected = Vec::with_capacity(round.len());
-            let mut arrays = ContractArrays::default();
+            let mut arrays = ContractArrays::new(columns.columns(), round.len());
             for &index in &round {
                 let change = &changes[index];
                 ids.push(change.id);
                 expected.push(change.expected_version);
                 arrays.push(&ContractValues::of(&change.contract));
             }
-            let query = sqlx::query(&UPDATE_CONTRACTS_SQL).bind(ids).bind(expected);
+            let sql = update_contracts_sql(&arrays);
+            let query = sqlx::query(&sql).bind(ids).bind(expected);
             let rows = arrays.bind(query).bind(now_ms).fetch_all(&mut *tx).await?;
             let mut updated = HashSet::with_capacity(rows.len());
             for row in &rows {
                 updated.insert(row.try_get::<i64, _>(0)?);
             }
-            let mut rewritten = Vec::new();
             let mut children = ChildArrays::default();
             for &index in &round {
                 let change = &changes[index];
-                if !updated.contains(&change.id) {
-                    continue;
-                }
-                applied[index] = true;
-                if change.children_changed {
-                    rewritten.push(change.id);
-                    children.push(change.id, &change.contract);
+                if updated.contains(&change.id) {
+                    applied[index] = true;
+                    children.push(change.id, &change.contract, change.parts);
                 }
             }
-            if !rewritten.is_empty() {
-                sqlx::query(&DELETE_CHILDREN_SQL)
-                    .bind(rewritten)
-                    .execute(&mut *tx)
-                    .await?;
-                children.insert(&mut tx).await?;
-            }
+            children.write(&mut tx).await?;
         }
         let mut events = EventArrays::default();
         let mut outcome = CommitOutcome::default();

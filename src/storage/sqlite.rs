@@ -17,13 +17,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::rows::{
-    assemble, due_column, CancellationColumns, Children, ContractRow, ContractValues,
-    LineRecordParts, LineRow, CONTRACT_COLUMNS,
+    assemble, due_column, CancellationColumns, ChangedParts, ChildTable, Children, ColumnValue,
+    ContractColumn, ContractRow, ContractValues, LineRecordParts, LineRow, CONTRACT_COLUMNS,
 };
 use super::{
-    imported_event, transition_key, BatchCursor, BatchProgress, CommitOutcome, ContractChange,
-    ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey, RunRecord, RunStatus,
-    StorageError, StoredEvent,
+    imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
+    ContractChange, ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey,
+    RunRecord, RunStatus, StorageError, StoredEvent,
 };
 use crate::contract::record::{
     format_date, parse_date, DocumentRecord, ReferenceRecord, ScheduleRecord,
@@ -34,13 +34,24 @@ use crate::lifecycle::Job;
 /// The SQLite migrations, embedded in the binary.
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("schema"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../../migrations/sqlite/0001_schema.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("schema"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../../migrations/sqlite/0001_schema.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("drop status index"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!(
+                    "../../migrations/sqlite/0002_drop_status_index.sql"
+                )),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -59,32 +70,73 @@ pub struct SqliteSettings {
 /// A contract store in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The connection pool; every write goes through `BEGIN IMMEDIATE`.
+    /// Connections for reads: commands, probes, metrics, and the sweep's next batch, read
+    /// while the writer commits the current one (WAL readers do not wait for the writer).
     pool: SqlitePool,
+    /// The one connection every write goes through (`BEGIN IMMEDIATE`): SQLite has one
+    /// writer at a time anyway, and one connection keeps the pages it writes in its cache
+    /// from batch to batch.
+    writer: SqlitePool,
 }
+
+/// Page cache of the writing connection, KiB: a batch's pages (its contracts, their index
+/// entries and events) stay cached between its read and its write, and across batches.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
+/// WAL pages after which a commit checkpoints (SQLite's default is 1000): a batch commits a
+/// few thousand pages, and checkpointing after every batch would copy pages the next batch
+/// rewrites anyway, with two fsyncs each time.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16 * 1024;
+
+/// Size the WAL file is cut back to after a checkpoint, bytes (a large import grows it to
+/// the size of everything it wrote).
+const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 impl SqliteStore {
     /// Open (creating when missing) the database file.
     pub async fn connect(settings: &SqliteSettings) -> Result<SqliteStore, StorageError> {
-        let options = SqliteConnectOptions::from_str(&settings.url)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(Self::writer_options(settings)?)
+            .await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .connect_with(Self::reader_options(settings)?)
+            .await?;
+        Ok(SqliteStore { pool, writer })
+    }
+
+    /// The options of the connections that only read.
+    fn reader_options(settings: &SqliteSettings) -> Result<SqliteConnectOptions, StorageError> {
+        Ok(SqliteConnectOptions::from_str(&settings.url)
             .map_err(|error| StorageError::Url(error.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .connect_with(options)
-            .await?;
-        Ok(SqliteStore { pool })
+            .foreign_keys(true)
+            // Statement journals (a statement inside a transaction may have to be undone on
+            // its own) stay in memory instead of temporary files.
+            .pragma("temp_store", "memory"))
+    }
+
+    /// The options of the writing connection. Public so that tools writing to the same
+    /// database (the benchmark's set-based floor) can use the same settings.
+    pub fn writer_options(settings: &SqliteSettings) -> Result<SqliteConnectOptions, StorageError> {
+        Ok(Self::reader_options(settings)?
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()))
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn load_children(&self, rows: &[ContractRow]) -> Result<Children, StorageError> {
+    async fn load_children(
+        pool: &SqlitePool,
+        rows: &[ContractRow],
+    ) -> Result<Children, StorageError> {
         let ids: Vec<i64> = rows
             .iter()
             .filter(|row| row.has_children)
@@ -105,7 +157,7 @@ impl SqliteStore {
              WHERE contract_id IN (SELECT value FROM json_each(?1)) ORDER BY contract_id, position",
         )
         .bind(&list)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         for row in lines {
             children.add_line(LineRow {
@@ -132,7 +184,7 @@ impl SqliteStore {
              ORDER BY contract_id, position",
         )
         .bind(&list)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         for row in schedules {
             children
@@ -154,7 +206,7 @@ impl SqliteStore {
              ORDER BY contract_id, position",
         )
         .bind(&list)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         for row in documents {
             children
@@ -180,7 +232,7 @@ impl SqliteStore {
                  ORDER BY contract_id, position"
             ))
             .bind(&list)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
             for row in rows {
                 target
@@ -196,7 +248,7 @@ impl SqliteStore {
     }
 
     async fn assemble_rows(
-        &self,
+        pool: &SqlitePool,
         rows: Vec<SqliteRow>,
         with_due: bool,
     ) -> Result<Vec<LoadedContract>, StorageError> {
@@ -204,7 +256,7 @@ impl SqliteStore {
             .iter()
             .map(|row| contract_row(row, with_due))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut children = self.load_children(&rows).await?;
+        let mut children = Self::load_children(pool, &rows).await?;
         Ok(rows
             .into_iter()
             .map(|row| assemble(row, &mut children))
@@ -275,40 +327,6 @@ const LOOKUP_CHUNK: usize = 10_000;
 /// would render the row as text and parse it again.
 const ROWS: &str = "WITH u AS MATERIALIZED (SELECT key AS k, jsonb(value) AS v FROM json_each(?1))";
 
-/// The contract columns written from a row array, in array order (`updated_at_ms` is bound
-/// once per statement).
-const CONTRACT_JSON_COLUMNS: [&str; 29] = [
-    "customer",
-    "status",
-    "time_zone",
-    "start_date",
-    "end_date",
-    "initial_term",
-    "original_end_date",
-    "minimum_term_end",
-    "notice_period",
-    "cancellation_window",
-    "auto_extend",
-    "extension_term",
-    "proration",
-    "end_reason",
-    "end_notes",
-    "cancellation_received_on",
-    "cancellation_end_date",
-    "cancellation_reason",
-    "cancellation_notes",
-    "cancellation_final_invoice",
-    "cancellation_restore_auto_extend",
-    "cancellation_date",
-    "latest_cancellation_date",
-    "due_cancellation_on",
-    "due_extension_on",
-    "due_expiry_on",
-    "due_refresh_on",
-    "has_children",
-    "ref",
-];
-
 const LINE_COLUMNS: [&str; 19] = [
     "contract_id",
     "position",
@@ -355,13 +373,13 @@ const DOCUMENT_COLUMNS: [&str; 8] = [
 
 const REFERENCE_COLUMNS: [&str; 4] = ["contract_id", "position", "ref", "status"];
 
-/// The child tables with their columns, in the order of [`ChildRows::tables`].
-const CHILD_TABLES: [(&str, &[&str]); 5] = [
-    ("contract_lines", &LINE_COLUMNS),
-    ("billing_schedules", &SCHEDULE_COLUMNS),
-    ("billing_documents", &DOCUMENT_COLUMNS),
-    ("renewals", &REFERENCE_COLUMNS),
-    ("change_requests", &REFERENCE_COLUMNS),
+/// The columns of each child table, in the order of [`ChildTable::ALL`].
+const CHILD_COLUMNS: [&[&str]; 5] = [
+    &LINE_COLUMNS,
+    &SCHEDULE_COLUMNS,
+    &DOCUMENT_COLUMNS,
+    &REFERENCE_COLUMNS,
+    &REFERENCE_COLUMNS,
 ];
 
 /// `u.v ->> first, …` for `count` elements.
@@ -372,43 +390,44 @@ fn json_fields(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// The import insert: one contract per element of `?1`, in array order, refs that exist
-/// skipped (the caller turns a skipped ref into [`StorageError::DuplicateReference`]).
+/// The import insert: each element of `?1` is `[ref, every column…]`, in array order; refs
+/// that exist are skipped (the caller turns a skipped ref into
+/// [`StorageError::DuplicateReference`]).
 static INSERT_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = ContractColumn::ALL.iter().map(|c| c.name()).collect();
     format!(
-        "{ROWS} INSERT INTO contracts ({}, updated_at_ms) SELECT {}, ?2 \
+        "{ROWS} INSERT INTO contracts (ref, {}, updated_at_ms) SELECT {}, ?2 \
          FROM u WHERE true ORDER BY u.k ON CONFLICT (ref) DO NOTHING RETURNING id, ref",
-        CONTRACT_JSON_COLUMNS.join(", "),
-        json_fields(0, CONTRACT_JSON_COLUMNS.len()),
+        names.join(", "),
+        json_fields(0, names.len() + 1),
     )
 });
 
-/// The guarded update of a batch: each element of `?1` is `[id, expected version, columns…]`;
-/// a row changes only while it still has the expected version (and ref); the ids of the rows
-/// that changed come back.
-static UPDATE_CONTRACTS_SQL: LazyLock<String> = LazyLock::new(|| {
-    let last = CONTRACT_JSON_COLUMNS.len() - 1;
-    let assignments = CONTRACT_JSON_COLUMNS[..last]
-        .iter()
+/// The guarded update of a round of changes setting the columns of `parts`: each element of
+/// `?1` is `[id, expected version, ref, those columns…]`; a row changes only while it still
+/// has the expected version (and ref); the ids of the rows that changed come back.
+fn update_contracts_sql(parts: ChangedParts) -> String {
+    let assignments: String = parts
+        .columns()
         .enumerate()
-        .map(|(index, column)| format!("{column} = u.v ->> {}", index + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|(index, column)| format!("{} = u.v ->> {}, ", column.name(), index + 3))
+        .collect();
     format!(
-        "{ROWS} UPDATE contracts SET version = version + 1, {assignments}, \
-         updated_at_ms = ?2 FROM u WHERE contracts.id = u.v ->> 0 AND contracts.version = u.v ->> 1 \
-         AND contracts.ref = u.v ->> {} RETURNING contracts.id",
-        last + 2
+        "{ROWS} UPDATE contracts SET version = version + 1, {assignments}updated_at_ms = ?2 \
+         FROM u WHERE contracts.id = u.v ->> 0 AND contracts.version = u.v ->> 1 \
+         AND contracts.ref = u.v ->> 2 RETURNING contracts.id"
     )
-});
+}
 
 /// Per child table: the insert of one row per element of `?1`.
 static INSERT_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-    CHILD_TABLES
+    ChildTable::ALL
         .iter()
+        .zip(CHILD_COLUMNS)
         .map(|(table, columns)| {
             format!(
-                "{ROWS} INSERT INTO {table} ({}) SELECT {} FROM u",
+                "{ROWS} INSERT INTO {} ({}) SELECT {} FROM u",
+                table.name(),
                 columns.join(", "),
                 json_fields(0, columns.len())
             )
@@ -430,10 +449,13 @@ static INSERT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Per child table: the delete of the children of the contract ids in `?1`.
 static DELETE_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-    CHILD_TABLES
+    ChildTable::ALL
         .iter()
-        .map(|(table, _)| {
-            format!("DELETE FROM {table} WHERE contract_id IN (SELECT value FROM json_each(?1))")
+        .map(|table| {
+            format!(
+                "DELETE FROM {} WHERE contract_id IN (SELECT value FROM json_each(?1))",
+                table.name()
+            )
         })
         .collect()
 });
@@ -452,46 +474,66 @@ fn push_cancellation(row: &mut Vec<Value>, cancellation: Option<&Cancellation>) 
     row.push(cancellation.map(|c| c.restore_auto_extend).into());
 }
 
-/// Append the columns of [`CONTRACT_JSON_COLUMNS`].
-fn push_contract(row: &mut Vec<Value>, values: &ContractValues<'_>) {
-    let contract = values.contract;
-    row.push(contract.customer.clone().into());
-    row.push(contract.status.as_str().into());
-    row.push(contract.time_zone.name().into());
-    row.push(format_date(contract.start_date).into());
-    row.push(date_json(contract.end_date));
-    row.push(contract.initial_term.map(|term| term.to_string()).into());
-    row.push(date_json(contract.original_end_date));
-    row.push(date_json(contract.minimum_term_end));
-    row.push(contract.notice_period.to_string().into());
-    row.push(contract.cancellation_window.as_str().into());
-    row.push(contract.auto_extend.into());
-    row.push(contract.extension_term.map(|term| term.to_string()).into());
-    row.push(contract.proration.as_str().into());
-    row.push(contract.end_reason.clone().into());
-    row.push(contract.end_notes.clone().into());
-    push_cancellation(row, values.cancellation());
-    row.push(date_json(contract.cancellation_date));
-    row.push(date_json(contract.latest_cancellation_date));
-    row.push(date_json(values.due.cancellation));
-    row.push(date_json(values.due.extension));
-    row.push(date_json(values.due.expiry));
-    row.push(date_json(values.due.refresh));
-    row.push(values.has_children.into());
-    row.push(contract.reference.clone().into());
+/// A column value as an element of a row array.
+fn column_json(value: ColumnValue<'_>) -> Value {
+    match value {
+        ColumnValue::Text(text) => text.map(Cow::into_owned).into(),
+        ColumnValue::Date(date) => date_json(date),
+        ColumnValue::Bool(flag) => flag.into(),
+    }
+}
+
+/// Append the values of `columns` for a contract.
+fn push_columns(
+    row: &mut Vec<Value>,
+    values: &ContractValues<'_>,
+    columns: impl Iterator<Item = ContractColumn>,
+) {
+    row.extend(columns.map(|column| column_json(column.value(values))));
 }
 
 /// The children of many contracts, one row array per child, by table.
 #[derive(Default)]
 struct ChildRows {
-    /// Rows of each table of [`CHILD_TABLES`], in that order.
+    /// Rows of each table of [`ChildTable::ALL`], in that order.
     tables: [Vec<Value>; 5],
+    /// Per table, the contracts whose rows there are replaced (deleted first).
+    replaced: [Vec<i64>; 5],
 }
 
 impl ChildRows {
-    fn push(&mut self, contract_id: i64, contract: &Contract) {
+    /// The rows of the child tables in `parts` of a contract, replacing what it had there.
+    fn push(&mut self, contract_id: i64, contract: &Contract, parts: ChangedParts) {
+        for table in parts.tables() {
+            self.replaced[table as usize].push(contract_id);
+        }
         let [lines, schedules, documents, renewals, change_requests] = &mut self.tables;
-        for (position, line) in contract.lines.iter().enumerate() {
+        let lines_rows = if parts.rewrites(ChildTable::Lines) {
+            contract.lines.as_slice()
+        } else {
+            &[]
+        };
+        let schedule_rows = if parts.rewrites(ChildTable::Schedules) {
+            contract.schedules.as_slice()
+        } else {
+            &[]
+        };
+        let document_rows = if parts.rewrites(ChildTable::Documents) {
+            contract.documents.as_slice()
+        } else {
+            &[]
+        };
+        let renewal_rows = if parts.rewrites(ChildTable::Renewals) {
+            contract.renewals.as_slice()
+        } else {
+            &[]
+        };
+        let request_rows = if parts.rewrites(ChildTable::ChangeRequests) {
+            contract.change_requests.as_slice()
+        } else {
+            &[]
+        };
+        for (position, line) in lines_rows.iter().enumerate() {
             let mut row: Vec<Value> = vec![
                 contract_id.into(),
                 (position as i64).into(),
@@ -510,7 +552,7 @@ impl ChildRows {
             push_cancellation(&mut row, line.cancellation.as_ref());
             lines.push(Value::Array(row));
         }
-        for (position, schedule) in contract.schedules.iter().enumerate() {
+        for (position, schedule) in schedule_rows.iter().enumerate() {
             schedules.push(Value::Array(vec![
                 contract_id.into(),
                 (position as i64).into(),
@@ -522,7 +564,7 @@ impl ChildRows {
                 schedule.document.clone().into(),
             ]));
         }
-        for (position, document) in contract.documents.iter().enumerate() {
+        for (position, document) in document_rows.iter().enumerate() {
             documents.push(Value::Array(vec![
                 contract_id.into(),
                 (position as i64).into(),
@@ -534,7 +576,7 @@ impl ChildRows {
                 document.currency.clone().into(),
             ]));
         }
-        for (position, renewal) in contract.renewals.iter().enumerate() {
+        for (position, renewal) in renewal_rows.iter().enumerate() {
             renewals.push(Value::Array(vec![
                 contract_id.into(),
                 (position as i64).into(),
@@ -542,7 +584,7 @@ impl ChildRows {
                 renewal.status.as_str().into(),
             ]));
         }
-        for (position, request) in contract.change_requests.iter().enumerate() {
+        for (position, request) in request_rows.iter().enumerate() {
             change_requests.push(Value::Array(vec![
                 contract_id.into(),
                 (position as i64).into(),
@@ -552,7 +594,16 @@ impl ChildRows {
         }
     }
 
-    async fn insert(self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StorageError> {
+    /// Delete the replaced rows, then insert the new ones.
+    async fn write(self, tx: &mut Transaction<'static, Sqlite>) -> Result<(), StorageError> {
+        for (ids, sql) in self.replaced.iter().zip(DELETE_CHILDREN_SQL.iter()) {
+            if !ids.is_empty() {
+                sqlx::query(sql)
+                    .bind(Value::from(ids.clone()).to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
         for (rows, sql) in self.tables.into_iter().zip(INSERT_CHILDREN_SQL.iter()) {
             if !rows.is_empty() {
                 sqlx::query(sql)
@@ -563,18 +614,6 @@ impl ChildRows {
         }
         Ok(())
     }
-}
-
-/// Delete every child row of these contracts.
-async fn delete_children(
-    tx: &mut Transaction<'static, Sqlite>,
-    contract_ids: &[i64],
-) -> Result<(), StorageError> {
-    let ids = Value::from(contract_ids.to_vec()).to_string();
-    for sql in DELETE_CHILDREN_SQL.iter() {
-        sqlx::query(sql).bind(&ids).execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// Events of many contracts, for one insert.
@@ -697,8 +736,13 @@ impl ContractStore for SqliteStore {
             let rows: Vec<Value> = chunk
                 .iter()
                 .map(|new| {
-                    let mut row = Vec::with_capacity(CONTRACT_JSON_COLUMNS.len());
-                    push_contract(&mut row, &ContractValues::of(&new.contract));
+                    let mut row = Vec::with_capacity(ContractColumn::ALL.len() + 1);
+                    row.push(new.contract.reference.clone().into());
+                    push_columns(
+                        &mut row,
+                        &ContractValues::of(&new.contract),
+                        ContractColumn::ALL.iter().copied(),
+                    );
                     Value::Array(row)
                 })
                 .collect();
@@ -721,12 +765,12 @@ impl ContractStore for SqliteStore {
                         new.contract.reference.clone(),
                     ));
                 };
-                children.push(id, &new.contract);
+                children.push(id, &new.contract, ChangedParts::everything());
                 let event = imported_event(&new.contract, new.imported_on);
                 events.push(id, &new.contract.reference, 1, &[event]);
                 zones.insert(new.contract.time_zone.name());
             }
-            children.insert(&mut tx).await?;
+            children.write(&mut tx).await?;
             events.insert(&mut tx, None, now_ms).await?;
         }
         if !zones.is_empty() {
@@ -767,7 +811,10 @@ impl ContractStore for SqliteStore {
         .bind(reference)
         .fetch_all(&self.pool)
         .await?;
-        Ok(self.assemble_rows(rows, false).await?.into_iter().next())
+        Ok(Self::assemble_rows(&self.pool, rows, false)
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn contracts_page(
@@ -782,13 +829,14 @@ impl ContractStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        self.assemble_rows(rows, false).await
+        Self::assemble_rows(&self.pool, rows, false).await
     }
 
     async fn events(&self, reference: &str) -> Result<Vec<StoredEvent>, StorageError> {
         let rows = sqlx::query(
             "SELECT kind, effective_on, line_ref, details, transition_key, run_id, recorded_at_ms \
-             FROM contract_events WHERE contract_ref = ? ORDER BY id",
+             FROM contract_events WHERE contract_id IN (SELECT id FROM contracts WHERE ref = ?1) \
+             AND contract_ref = ?1 ORDER BY id",
         )
         .bind(reference)
         .fetch_all(&self.pool)
@@ -911,8 +959,8 @@ impl ContractStore for SqliteStore {
                 .bind(format_date(cursor.due))
                 .bind(cursor.id);
         }
-        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
-        self.assemble_rows(rows, true).await
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.writer).await?;
+        Self::assemble_rows(&self.writer, rows, true).await
     }
 
     async fn commit_batch(
@@ -921,56 +969,47 @@ impl ContractStore for SqliteStore {
         changes: &[ContractChange],
         now_ms: i64,
     ) -> Result<CommitOutcome, StorageError> {
-        // A contract changed twice in one batch is applied in order: the n-th change of each
-        // contract goes into the n-th statement.
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        let mut seen: HashMap<i64, usize> = HashMap::new();
-        for (index, change) in changes.iter().enumerate() {
-            let occurrence = seen.entry(change.id).or_insert(0);
-            if rounds.len() <= *occurrence {
-                rounds.push(Vec::new());
-            }
-            rounds[*occurrence].push(index);
-            *occurrence += 1;
-        }
         let mut applied = vec![false; changes.len()];
         let mut tx = self.write().await?;
-        for round in rounds {
+        for round in rounds(changes) {
+            // One statement for the round, setting every column any of its changes changes
+            // (a change that leaves such a column alone writes back the value it read).
+            let columns = round.iter().fold(ChangedParts::default(), |all, &index| {
+                all.union(changes[index].parts)
+            });
             let rows: Vec<Value> = round
                 .iter()
                 .map(|&index| {
                     let change = &changes[index];
-                    let mut row = Vec::with_capacity(CONTRACT_JSON_COLUMNS.len() + 2);
+                    let mut row = Vec::with_capacity(3 + ContractColumn::ALL.len());
                     row.push(change.id.into());
                     row.push(change.expected_version.into());
-                    push_contract(&mut row, &ContractValues::of(&change.contract));
+                    row.push(change.contract.reference.clone().into());
+                    push_columns(
+                        &mut row,
+                        &ContractValues::of(&change.contract),
+                        columns.columns(),
+                    );
                     Value::Array(row)
                 })
                 .collect();
-            let updated: HashSet<i64> = sqlx::query_scalar::<_, i64>(&UPDATE_CONTRACTS_SQL)
-                .bind(Value::Array(rows).to_string())
-                .bind(now_ms)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            let mut rewritten = Vec::new();
+            let updated: HashSet<i64> =
+                sqlx::query_scalar::<_, i64>(&update_contracts_sql(columns))
+                    .bind(Value::Array(rows).to_string())
+                    .bind(now_ms)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
             let mut children = ChildRows::default();
             for &index in &round {
                 let change = &changes[index];
-                if !updated.contains(&change.id) {
-                    continue;
-                }
-                applied[index] = true;
-                if change.children_changed {
-                    rewritten.push(change.id);
-                    children.push(change.id, &change.contract);
+                if updated.contains(&change.id) {
+                    applied[index] = true;
+                    children.push(change.id, &change.contract, change.parts);
                 }
             }
-            if !rewritten.is_empty() {
-                delete_children(&mut tx, &rewritten).await?;
-                children.insert(&mut tx).await?;
-            }
+            children.write(&mut tx).await?;
         }
         let mut events = EventRows::default();
         let mut outcome = CommitOutcome::default();
