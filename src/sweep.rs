@@ -355,19 +355,20 @@ async fn work_through<S: ContractStore>(
 ) -> Result<bool, StorageError> {
     let key = &claim.key;
     let mut cursor = claim.cursor;
+    let read = |after: Option<BatchCursor>| {
+        store.due_batch(
+            key.job,
+            &key.zone,
+            key.business_date,
+            after,
+            options.batch_size,
+        )
+    };
+    if shutdown.is_requested() {
+        return Ok(false);
+    }
+    let mut batch = read(cursor).await?;
     loop {
-        if shutdown.is_requested() {
-            return Ok(false);
-        }
-        let batch = store
-            .due_batch(
-                key.job,
-                &key.zone,
-                key.business_date,
-                cursor,
-                options.batch_size,
-            )
-            .await?;
         if batch.is_empty() {
             return Ok(true);
         }
@@ -378,21 +379,29 @@ async fn work_through<S: ContractStore>(
         let (counts, changes, from_statuses) = (plan.counts, plan.changes, plan.from_statuses);
         let cumulative = report.counts.plus(counts);
         let now_ms = unix_ms(clock.now());
-        let outcome = store
-            .commit_batch(
-                Some(BatchProgress {
-                    claim,
-                    cursor,
-                    counts: RunCounts {
-                        changed: cumulative.changed + changes.len() as i64,
-                        ..cumulative
-                    },
-                    lease_until_ms: now_ms.saturating_add(lease_ms),
-                }),
-                &changes,
-                now_ms,
-            )
-            .await?;
+        let commit = store.commit_batch(
+            Some(BatchProgress {
+                claim,
+                cursor,
+                counts: RunCounts {
+                    changed: cumulative.changed + changes.len() as i64,
+                    ..cumulative
+                },
+                lease_until_ms: now_ms.saturating_add(lease_ms),
+            }),
+            &changes,
+            now_ms,
+        );
+        // The next batch is read while this one is written (on another connection where the
+        // database has several): it starts after this batch's cursor, and a transition never
+        // leaves a contract due for the same job, so what this batch writes cannot move a
+        // contract into it. Stopping for shutdown discards it unread by the rules.
+        let (outcome, next) = if full && !shutdown.is_requested() {
+            let (outcome, next) = tokio::join!(commit, read(cursor));
+            (outcome?, Some(next))
+        } else {
+            (commit.await?, None)
+        };
         // The ledger got `changed` assuming every change applied; correct the in-memory
         // count for conflicts (the next progress write or finish_run fixes the ledger).
         report.counts = RunCounts {
@@ -424,8 +433,10 @@ async fn work_through<S: ContractStore>(
                 );
             }
         }
-        if !full {
-            return Ok(true);
+        match next {
+            Some(next) => batch = next?,
+            None if full => return Ok(false),
+            None => return Ok(true),
         }
     }
 }
