@@ -507,6 +507,11 @@ impl ChildRows {
         for table in parts.tables() {
             self.replaced[table as usize].push(contract_id);
         }
+        self.push_new(contract_id, contract, parts);
+    }
+
+    /// The rows of the child tables in `parts` of a contract that has none there yet.
+    fn push_new(&mut self, contract_id: i64, contract: &Contract, parts: ChangedParts) {
         let [lines, schedules, documents, renewals, change_requests] = &mut self.tables;
         let lines_rows = if parts.rewrites(ChildTable::Lines) {
             contract.lines.as_slice()
@@ -765,7 +770,7 @@ impl ContractStore for SqliteStore {
                         new.contract.reference.clone(),
                     ));
                 };
-                children.push(id, &new.contract, ChangedParts::everything());
+                children.push_new(id, &new.contract, ChangedParts::everything());
                 let event = imported_event(&new.contract, new.imported_on);
                 events.push(id, &new.contract.reference, 1, &[event]);
                 zones.insert(new.contract.time_zone.name());
