@@ -1,8 +1,10 @@
 //! `import` and `export`: JSON Lines in the record format of SPEC section 3.
 //!
-//! Import is all or nothing: every line is read and checked first (syntax, types, rules,
-//! duplicate refs in the file and against the database), every problem is reported with its
-//! line number, ref and field, and only a clean file is written, in one transaction.
+//! Import is all or nothing: every line is checked (syntax, types, rules, duplicate refs in
+//! the file and against the database) and every problem is reported with its line number, ref
+//! and field. Valid contracts are written chunk by chunk into one transaction as the file is
+//! read, so memory holds one chunk and the refs seen, whatever the file's size; the
+//! transaction is committed only when the whole file was clean.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -11,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{business_date, unix_ms};
 use crate::contract::record::{read_record, ContractRecord, InvalidContract, ParseDefaults};
-use crate::storage::{ContractStore, NewContract, StorageError};
+use crate::storage::{ContractImport, ContractStore, NewContract, StorageError};
 
 /// One problem found in an import file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,130 +47,227 @@ pub enum ImportError {
     Storage(#[from] StorageError),
 }
 
-/// Check every line of `reader` and, when all are valid and new, insert them in one
-/// transaction. Computed fields are computed as of `now` in each contract's zone. `progress`
-/// is told how many lines were read (for a terminal progress bar).
+/// Contracts written per insert while reading (and refs looked up per query once a problem
+/// has been found): memory holds one chunk, whatever the size of the file.
+const CHUNK: usize = 1000;
+
+/// Check every line of `reader` and write the contracts, all or nothing: they are inserted
+/// chunk by chunk into one transaction while the file is read, and committed only when every
+/// line was valid and new; otherwise nothing is written and every problem is reported.
+/// Computed fields are computed as of `now` in each contract's zone. `progress` is told how
+/// many lines were read (for a terminal progress bar).
 pub async fn import<S: ContractStore, R: BufRead>(
     store: &S,
     reader: R,
     defaults: &ParseDefaults,
     now: DateTime<Utc>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
-    let mut problems = Vec::new();
-    let mut contracts = Vec::new();
-    let mut lines_of_refs: HashMap<String, usize> = HashMap::new();
-    let mut reader = reader;
-    let mut buffer = Vec::new();
-    let mut number = 0;
-    loop {
-        buffer.clear();
-        if reader.read_until(b'\n', &mut buffer)? == 0 {
-            break;
-        }
-        number += 1;
-        progress(number);
-        let mut bytes = buffer.as_slice();
-        if number == 1 {
-            // Windows tools often start a UTF-8 file with a byte order mark.
-            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        }
-        // A line that is not UTF-8 is one bad record: report it and check the rest.
-        let line = match std::str::from_utf8(bytes) {
-            Ok(line) => line,
-            Err(error) => {
-                problems.push(ImportProblem {
-                    line: number,
-                    error: InvalidContract::single(None, "(record)", format!("not UTF-8: {error}")),
-                });
-                continue;
+    let mut importing = Importing {
+        store,
+        writer: store.begin_import().await?,
+        now_ms: unix_ms(now),
+        problems: Vec::new(),
+        lines_of_refs: HashMap::new(),
+        valid: Vec::with_capacity(CHUNK),
+        valid_lines: Vec::with_capacity(CHUNK),
+        invalid_refs: Vec::new(),
+        count: 0,
+    };
+    importing.read(reader, defaults, now, progress).await?;
+    importing.flush_valid().await?;
+    importing.check_invalid_refs().await?;
+    let Importing {
+        writer,
+        mut problems,
+        count,
+        ..
+    } = importing;
+    if count == 0 && problems.is_empty() {
+        return Err(ImportError::Empty);
+    }
+    if !problems.is_empty() {
+        // Dropping the writer rolls back whatever was inserted.
+        drop(writer);
+        problems.sort_by_key(|problem| problem.line);
+        return Err(ImportError::Invalid(problems));
+    }
+    writer.commit().await?;
+    Ok(count)
+}
+
+/// The state of an import while its file is read.
+struct Importing<'s, S: ContractStore> {
+    /// Where existing refs are looked up once a problem stopped the writing.
+    store: &'s S,
+    /// The open transaction the valid contracts go into.
+    writer: S::Import,
+    /// When the import runs (the `imported` events' time).
+    now_ms: i64,
+    /// Everything wrong so far.
+    problems: Vec<ImportProblem>,
+    /// The first line of every ref seen, valid or not: duplicates name it.
+    lines_of_refs: HashMap<Box<str>, usize>,
+    /// Valid contracts not yet written.
+    valid: Vec<NewContract>,
+    /// The line of each of `valid`.
+    valid_lines: Vec<usize>,
+    /// Refs of invalid records not yet looked up in the database, with their line numbers.
+    invalid_refs: Vec<(usize, String)>,
+    /// Valid records read.
+    count: usize,
+}
+
+impl<S: ContractStore> Importing<'_, S> {
+    async fn read<R: BufRead>(
+        &mut self,
+        mut reader: R,
+        defaults: &ParseDefaults,
+        now: DateTime<Utc>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), ImportError> {
+        let mut buffer = Vec::new();
+        let mut number = 0;
+        loop {
+            buffer.clear();
+            if reader.read_until(b'\n', &mut buffer)? == 0 {
+                return Ok(());
             }
-        };
-        let line = line.strip_suffix('\n').unwrap_or(line);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = read_record(line).and_then(|record| record.parse(defaults));
-        match parsed {
-            Ok(mut contract) => {
-                if let Some(first) = lines_of_refs.get(&contract.reference) {
-                    problems.push(ImportProblem {
-                        line: number,
-                        error: InvalidContract::single(
-                            Some(contract.reference.clone()),
-                            "ref",
-                            format!("duplicate ref, already on line {first}"),
-                        ),
-                    });
+            number += 1;
+            progress(number);
+            let mut bytes = buffer.as_slice();
+            if number == 1 {
+                // Windows tools often start a UTF-8 file with a byte order mark.
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            // A line that is not UTF-8 is one bad record: report it and check the rest.
+            let line = match std::str::from_utf8(bytes) {
+                Ok(line) => line,
+                Err(error) => {
+                    self.problem(
+                        number,
+                        InvalidContract::single(None, "(record)", format!("not UTF-8: {error}")),
+                    );
                     continue;
                 }
-                lines_of_refs.insert(contract.reference.clone(), number);
-                let today = business_date(now, contract.time_zone);
-                contract.recompute_cancellation_dates(today);
-                contracts.push(NewContract {
-                    contract,
-                    imported_on: today,
-                });
+            };
+            let line = line.strip_suffix('\n').unwrap_or(line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.trim().is_empty() {
+                continue;
             }
-            Err(error) => {
-                // An invalid record still claims its ref: a second record with the same ref
-                // is a duplicate too, and the operator learns of both in one run.
-                let reference = error.reference.clone();
-                problems.push(ImportProblem {
-                    line: number,
-                    error,
-                });
-                if let Some(reference) = reference {
-                    match lines_of_refs.get(&reference) {
-                        Some(first) => problems.push(ImportProblem {
-                            line: number,
-                            error: InvalidContract::single(
-                                Some(reference),
-                                "ref",
-                                format!("duplicate ref, already on line {first}"),
-                            ),
-                        }),
-                        None => {
-                            lines_of_refs.insert(reference, number);
+            match read_record(line).and_then(|record| record.parse(defaults)) {
+                Ok(mut contract) => {
+                    if !self.claim_ref(number, &contract.reference) {
+                        continue;
+                    }
+                    let today = business_date(now, contract.time_zone);
+                    contract.recompute_cancellation_dates(today);
+                    self.count += 1;
+                    self.valid_lines.push(number);
+                    self.valid.push(NewContract {
+                        contract,
+                        imported_on: today,
+                    });
+                    if self.valid.len() >= CHUNK {
+                        self.flush_valid().await?;
+                    }
+                }
+                Err(error) => {
+                    // An invalid record still claims its ref: a second record with the same
+                    // ref is a duplicate too, and its ref is looked up in the database, so the
+                    // operator learns of every problem in one run.
+                    let reference = error.reference.clone();
+                    self.problem(number, error);
+                    if let Some(reference) = reference {
+                        if self.claim_ref(number, &reference) {
+                            self.invalid_refs.push((number, reference));
+                            if self.invalid_refs.len() >= CHUNK {
+                                self.check_invalid_refs().await?;
+                            }
                         }
                     }
                 }
             }
         }
     }
-    if contracts.is_empty() && problems.is_empty() {
-        return Err(ImportError::Empty);
+
+    fn problem(&mut self, line: usize, error: InvalidContract) {
+        self.problems.push(ImportProblem { line, error });
     }
-    // Every ref of the file, of invalid records too, is checked against the database.
-    let references: Vec<String> = lines_of_refs.keys().cloned().collect();
-    for existing in store.existing_references(&references).await? {
-        problems.push(ImportProblem {
-            line: lines_of_refs.get(&existing).copied().unwrap_or(0),
-            error: InvalidContract::single(
-                Some(existing),
+
+    /// Record the first line of `reference`; a later one is a duplicate (reported, `false`).
+    fn claim_ref(&mut self, line: usize, reference: &str) -> bool {
+        if let Some(first) = self.lines_of_refs.get(reference) {
+            let error = InvalidContract::single(
+                Some(reference.to_string()),
+                "ref",
+                format!("duplicate ref, already on line {first}"),
+            );
+            self.problem(line, error);
+            return false;
+        }
+        self.lines_of_refs.insert(reference.into(), line);
+        true
+    }
+
+    /// Write the pending valid contracts, or, once the import has a problem and will write
+    /// nothing, only look their refs up. Either way a ref that exists is a problem.
+    async fn flush_valid(&mut self) -> Result<(), ImportError> {
+        if self.valid.is_empty() {
+            return Ok(());
+        }
+        let existing = if self.problems.is_empty() {
+            self.writer.insert(&self.valid, self.now_ms).await?
+        } else {
+            let references: Vec<String> = self
+                .valid
+                .iter()
+                .map(|new| new.contract.reference.clone())
+                .collect();
+            self.store.existing_references(&references).await?
+        };
+        let valid = std::mem::take(&mut self.valid);
+        let lines = std::mem::take(&mut self.valid_lines);
+        let refs = valid.iter().map(|new| new.contract.reference.as_str());
+        self.existing(refs.zip(lines.iter().copied()), existing);
+        Ok(())
+    }
+
+    /// Look the pending refs of invalid records up in the database.
+    async fn check_invalid_refs(&mut self) -> Result<(), ImportError> {
+        if self.invalid_refs.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.invalid_refs);
+        let references: Vec<String> = pending.iter().map(|(_, r)| r.clone()).collect();
+        let existing = self.store.existing_references(&references).await?;
+        self.existing(
+            pending.iter().map(|(line, r)| (r.as_str(), *line)),
+            existing,
+        );
+        Ok(())
+    }
+
+    /// A problem for each of `existing`, on its line among `lines`.
+    fn existing<'a>(
+        &mut self,
+        lines: impl Iterator<Item = (&'a str, usize)>,
+        existing: Vec<String>,
+    ) {
+        if existing.is_empty() {
+            return;
+        }
+        let lines: HashMap<&str, usize> = lines.collect();
+        for reference in existing {
+            let line = lines.get(reference.as_str()).copied().unwrap_or(0);
+            let error = InvalidContract::single(
+                Some(reference),
                 "ref",
                 "a contract with this ref already exists in the database",
-            ),
-        });
-    }
-    if !problems.is_empty() {
-        problems.sort_by_key(|problem| problem.line);
-        return Err(ImportError::Invalid(problems));
-    }
-    match store.insert_contracts(&contracts, unix_ms(now)).await {
-        Ok(()) => Ok(contracts.len()),
-        Err(StorageError::DuplicateReference(reference)) => {
-            Err(ImportError::Invalid(vec![ImportProblem {
-                line: lines_of_refs.get(&reference).copied().unwrap_or(0),
-                error: InvalidContract::single(
-                    Some(reference),
-                    "ref",
-                    "a contract with this ref was created meanwhile",
-                ),
-            }]))
+            );
+            self.problems.push(ImportProblem { line, error });
         }
-        Err(error) => Err(error.into()),
     }
 }
 

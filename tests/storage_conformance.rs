@@ -12,8 +12,8 @@ use contractd::contract::{Contract, ContractEvent, ContractStatus, EventKind};
 use contractd::lifecycle::{DueDates, Job};
 use contractd::storage::sqlite::RETRY_FAILED_RUN_AFTER_MS;
 use contractd::storage::{
-    BatchCursor, BatchProgress, CommitOutcome, ContractChange, ContractStore, LoadedContract,
-    NewContract, RunClaim, RunCounts, RunKey, RunStatus, StorageError,
+    BatchCursor, BatchProgress, CommitOutcome, ContractChange, ContractImport, ContractStore,
+    LoadedContract, NewContract, RunClaim, RunCounts, RunKey, RunStatus, StorageError,
 };
 use serde_json::json;
 use support::{contract_from_json, RawDb};
@@ -100,6 +100,7 @@ conformance! {
         round_trip_keeps_every_child_kind_and_the_pending_cancellation,
         round_trip_of_a_minimal_contract,
         duplicate_ref_is_refused_and_nothing_is_written,
+        import_writes_chunks_into_one_transaction_committed_only_when_asked,
         large_import_crosses_chunks_all_or_nothing,
         existing_references_lists_only_known_refs,
         contracts_page_walks_by_id,
@@ -455,6 +456,75 @@ async fn duplicate_ref_is_refused_and_nothing_is_written<S: ContractStore>(store
         vec![("active".to_string(), 1)]
     );
     assert!(store.insert_contracts(&[], NOW).await.is_ok());
+}
+
+async fn import_writes_chunks_into_one_transaction_committed_only_when_asked<S: ContractStore>(
+    store: S,
+) {
+    insert(&store, vec![plain("A", "UTC", None)]).await;
+
+    // Existing refs are skipped and named, the import goes on; dropped, it leaves nothing.
+    let mut import = store.begin_import().await.expect("begin");
+    let skipped = import
+        .insert(
+            &[
+                new(plain("B", "UTC", None)),
+                new(plain("A", "UTC", None)),
+                new(rich("C")),
+            ],
+            NOW,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(skipped, vec!["A".to_string()]);
+    let skipped = import
+        .insert(
+            &[
+                new(plain("D", "Asia/Tokyo", None)),
+                new(plain("B", "UTC", None)),
+            ],
+            NOW,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(
+        skipped,
+        vec!["B".to_string()],
+        "B came earlier in the import"
+    );
+    assert!(
+        store.load_contract("B").await.expect("load").is_none(),
+        "nothing is visible before the commit"
+    );
+    drop(import);
+    for reference in ["B", "C", "D"] {
+        assert!(store
+            .load_contract(reference)
+            .await
+            .expect("load")
+            .is_none());
+    }
+    assert_eq!(store.zones().await.expect("zones"), vec!["UTC".to_string()]);
+
+    // Committed, every chunk is there with its events and zones.
+    let mut import = store.begin_import().await.expect("begin");
+    for chunk in [
+        vec![new(rich("C"))],
+        vec![new(plain("D", "Asia/Tokyo", None))],
+    ] {
+        assert!(import.insert(&chunk, NOW).await.expect("insert").is_empty());
+    }
+    import.commit().await.expect("commit");
+    assert_eq!(load(&store, "C").await.1, rich("C"));
+    assert_eq!(event_keys(&store, "D").await, vec!["imported"]);
+    assert_eq!(
+        store.zones().await.expect("zones"),
+        vec![
+            "Asia/Tokyo".to_string(),
+            "Europe/Berlin".to_string(),
+            "UTC".to_string()
+        ]
+    );
 }
 
 async fn large_import_crosses_chunks_all_or_nothing<S: ContractStore>(store: S) {

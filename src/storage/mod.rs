@@ -13,9 +13,11 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+use std::borrow::Cow;
 use std::future::Future;
 
 use chrono::NaiveDate;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, ContractEvent, EventKind};
@@ -267,13 +269,30 @@ pub trait ContractStore: Send + Sync + Clone + 'static {
     /// Whether the database answers and every migration is applied.
     fn readiness(&self) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
+    /// An import in progress, written chunk by chunk in one transaction.
+    type Import: ContractImport;
+
+    /// Start an import: one transaction that [`ContractImport::insert`] writes into and only
+    /// [`ContractImport::commit`] makes visible, so a file of any size is written all or
+    /// nothing without being held in memory. On SQLite it holds the write lock until then.
+    fn begin_import(&self) -> impl Future<Output = Result<Self::Import, StorageError>> + Send;
+
     /// Insert contracts, all or none, each with an `imported` event. A ref that exists
     /// already fails the whole call with [`StorageError::DuplicateReference`].
     fn insert_contracts(
         &self,
         contracts: &[NewContract],
         now_ms: i64,
-    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async move {
+            let mut import = self.begin_import().await?;
+            let skipped = import.insert(contracts, now_ms).await?;
+            if let Some(reference) = skipped.into_iter().next() {
+                return Err(StorageError::DuplicateReference(reference));
+            }
+            import.commit().await
+        }
+    }
 
     /// Which of these refs already exist.
     fn existing_references(
@@ -358,6 +377,43 @@ pub trait ContractStore: Send + Sync + Clone + 'static {
     fn count_by_status(
         &self,
     ) -> impl Future<Output = Result<Vec<(String, i64)>, StorageError>> + Send;
+}
+
+/// An import in progress: one open transaction. Dropped without [`ContractImport::commit`],
+/// it is rolled back and nothing it inserted was ever visible.
+pub trait ContractImport: Send {
+    /// Insert contracts, each with an `imported` event. A contract whose ref exists already
+    /// (in the database, or earlier in this import) is not inserted: the refs of those come
+    /// back, in input order.
+    fn insert(
+        &mut self,
+        contracts: &[NewContract],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
+
+    /// Commit everything inserted.
+    fn commit(self) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+/// A migrator over one dialect's migrations, each (version, description, SQL), in order.
+pub(crate) fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            migrations
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
 }
 
 /// The changes of a batch in rounds, each a list of indices into `changes`: a contract

@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::Connection as _;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -25,8 +25,8 @@ use super::rows::{
 use super::sqlite::finish_timing;
 use super::{
     imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
-    ContractChange, ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey,
-    RunRecord, RunStatus, StorageError, StoredEvent,
+    ContractChange, ContractImport, ContractStore, LoadedContract, NewContract, RunClaim,
+    RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
 };
 use crate::contract::record::{format_date, DocumentRecord, ReferenceRecord, ScheduleRecord};
 use crate::contract::{Cancellation, Contract, ContractEvent};
@@ -42,27 +42,18 @@ const LOOKUP_CHUNK: usize = 10_000;
 
 /// The PostgreSQL migrations, embedded in the binary.
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![
-            Migration::new(
-                1,
-                Cow::Borrowed("schema"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../../migrations/postgres/0001_schema.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                Cow::Borrowed("drop status index"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "../../migrations/postgres/0002_drop_status_index.sql"
-                )),
-                false,
-            ),
-        ]),
-        ..Migrator::DEFAULT
-    }
+    super::migrator(&[
+        (
+            1,
+            "schema",
+            include_str!("../../migrations/postgres/0001_schema.sql"),
+        ),
+        (
+            2,
+            "drop status index",
+            include_str!("../../migrations/postgres/0002_drop_status_index.sql"),
+        ),
+    ])
 }
 
 /// Connection settings for PostgreSQL.
@@ -758,32 +749,11 @@ impl ChildArrays {
         for table in parts.tables() {
             self.any |= table.has_rows(contract);
         }
-        let rows = |table: ChildTable| parts.rewrites(table);
-        let lines: &[_] = if rows(ChildTable::Lines) {
-            &contract.lines
-        } else {
-            &[]
-        };
-        let schedules: &[_] = if rows(ChildTable::Schedules) {
-            &contract.schedules
-        } else {
-            &[]
-        };
-        let documents: &[_] = if rows(ChildTable::Documents) {
-            &contract.documents
-        } else {
-            &[]
-        };
-        let renewals: &[_] = if rows(ChildTable::Renewals) {
-            &contract.renewals
-        } else {
-            &[]
-        };
-        let change_requests: &[_] = if rows(ChildTable::ChangeRequests) {
-            &contract.change_requests
-        } else {
-            &[]
-        };
+        let lines = parts.rows_of(ChildTable::Lines, &contract.lines);
+        let schedules = parts.rows_of(ChildTable::Schedules, &contract.schedules);
+        let documents = parts.rows_of(ChildTable::Documents, &contract.documents);
+        let renewals = parts.rows_of(ChildTable::Renewals, &contract.renewals);
+        let change_requests = parts.rows_of(ChildTable::ChangeRequests, &contract.change_requests);
         for (position, line) in lines.iter().enumerate() {
             let lines = &mut self.lines;
             lines.contract_id.push(contract_id);
@@ -1030,6 +1000,69 @@ fn duplicate_transition(
     }
 }
 
+/// An import into PostgreSQL: one transaction, held until commit.
+pub struct PostgresImport {
+    /// Everything the import inserts; rolled back when dropped.
+    tx: Transaction<'static, Postgres>,
+}
+
+impl ContractImport for PostgresImport {
+    async fn insert(
+        &mut self,
+        contracts: &[NewContract],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut skipped = Vec::new();
+        let mut zones = BTreeSet::new();
+        for chunk in contracts.chunks(IMPORT_CHUNK) {
+            let mut arrays = ContractArrays::new(ContractColumn::ALL.iter().copied(), chunk.len());
+            for new in chunk {
+                arrays.push(&ContractValues::of(&new.contract));
+            }
+            let sql = insert_contracts_sql(&arrays);
+            let rows = arrays
+                .bind(sqlx::query(&sql))
+                .bind(now_ms)
+                .fetch_all(&mut *self.tx)
+                .await?;
+            let mut ids = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+            }
+            let mut children = ChildArrays::default();
+            let mut events = EventArrays::default();
+            for new in chunk {
+                // A ref that exists, or that came twice (only its first occurrence was
+                // inserted), was skipped.
+                let Some(id) = ids.remove(&new.contract.reference) else {
+                    skipped.push(new.contract.reference.clone());
+                    continue;
+                };
+                children.push_new(id, &new.contract, ChangedParts::everything());
+                let event = imported_event(&new.contract, new.imported_on);
+                events.push(id, &new.contract.reference, 1, &[event]);
+                zones.insert(new.contract.time_zone.name());
+            }
+            children.write(&mut self.tx).await?;
+            events.insert(&mut self.tx, None, now_ms).await?;
+        }
+        if !zones.is_empty() {
+            sqlx::query(
+                "INSERT INTO contract_zones (time_zone) SELECT unnest($1::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(zones.into_iter().collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(skipped)
+    }
+
+    async fn commit(self) -> Result<(), StorageError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 impl ContractStore for PostgresStore {
     async fn migrate(&self) -> Result<(), StorageError> {
         migrator().run(&self.pool).await?;
@@ -1052,57 +1085,12 @@ impl ContractStore for PostgresStore {
             .all(|migration| versions.contains(&migration.version)))
     }
 
-    async fn insert_contracts(
-        &self,
-        contracts: &[NewContract],
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
-        let mut zones = BTreeSet::new();
-        let mut tx = self.pool.begin().await?;
-        for chunk in contracts.chunks(IMPORT_CHUNK) {
-            let mut arrays = ContractArrays::new(ContractColumn::ALL.iter().copied(), chunk.len());
-            for new in chunk {
-                arrays.push(&ContractValues::of(&new.contract));
-            }
-            let sql = insert_contracts_sql(&arrays);
-            let rows = arrays
-                .bind(sqlx::query(&sql))
-                .bind(now_ms)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut ids = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-            }
-            let mut children = ChildArrays::default();
-            let mut events = EventArrays::default();
-            for new in chunk {
-                // A ref that was skipped, or that came twice in the input (only its first
-                // occurrence was inserted), is a duplicate.
-                let Some(id) = ids.remove(&new.contract.reference) else {
-                    return Err(StorageError::DuplicateReference(
-                        new.contract.reference.clone(),
-                    ));
-                };
-                children.push_new(id, &new.contract, ChangedParts::everything());
-                let event = imported_event(&new.contract, new.imported_on);
-                events.push(id, &new.contract.reference, 1, &[event]);
-                zones.insert(new.contract.time_zone.name());
-            }
-            children.write(&mut tx).await?;
-            events.insert(&mut tx, None, now_ms).await?;
-        }
-        if !zones.is_empty() {
-            sqlx::query(
-                "INSERT INTO contract_zones (time_zone) SELECT unnest($1::text[]) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(zones.into_iter().collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    type Import = PostgresImport;
+
+    async fn begin_import(&self) -> Result<PostgresImport, StorageError> {
+        Ok(PostgresImport {
+            tx: self.pool.begin().await?,
+        })
     }
 
     async fn existing_references(

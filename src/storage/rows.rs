@@ -457,6 +457,15 @@ impl ChangedParts {
         self.tables & table.bit() != 0
     }
 
+    /// `rows` (a contract's rows of `table`) when that table is rewritten, none otherwise.
+    pub(crate) fn rows_of<T>(self, table: ChildTable, rows: &[T]) -> &[T] {
+        if self.rewrites(table) {
+            rows
+        } else {
+            &[]
+        }
+    }
+
     /// Whether any child table is rewritten.
     pub(crate) fn rewrites_children(self) -> bool {
         self.tables != 0

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde_json::Value;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -22,8 +22,8 @@ use super::rows::{
 };
 use super::{
     imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
-    ContractChange, ContractStore, LoadedContract, NewContract, RunClaim, RunCounts, RunKey,
-    RunRecord, RunStatus, StorageError, StoredEvent,
+    ContractChange, ContractImport, ContractStore, LoadedContract, NewContract, RunClaim,
+    RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
 };
 use crate::contract::record::{
     format_date, parse_date, DocumentRecord, ReferenceRecord, ScheduleRecord,
@@ -33,27 +33,18 @@ use crate::lifecycle::Job;
 
 /// The SQLite migrations, embedded in the binary.
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![
-            Migration::new(
-                1,
-                Cow::Borrowed("schema"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../../migrations/sqlite/0001_schema.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                Cow::Borrowed("drop status index"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "../../migrations/sqlite/0002_drop_status_index.sql"
-                )),
-                false,
-            ),
-        ]),
-        ..Migrator::DEFAULT
-    }
+    super::migrator(&[
+        (
+            1,
+            "schema",
+            include_str!("../../migrations/sqlite/0001_schema.sql"),
+        ),
+        (
+            2,
+            "drop status index",
+            include_str!("../../migrations/sqlite/0002_drop_status_index.sql"),
+        ),
+    ])
 }
 
 /// Connection settings for SQLite.
@@ -513,31 +504,11 @@ impl ChildRows {
     /// The rows of the child tables in `parts` of a contract that has none there yet.
     fn push_new(&mut self, contract_id: i64, contract: &Contract, parts: ChangedParts) {
         let [lines, schedules, documents, renewals, change_requests] = &mut self.tables;
-        let lines_rows = if parts.rewrites(ChildTable::Lines) {
-            contract.lines.as_slice()
-        } else {
-            &[]
-        };
-        let schedule_rows = if parts.rewrites(ChildTable::Schedules) {
-            contract.schedules.as_slice()
-        } else {
-            &[]
-        };
-        let document_rows = if parts.rewrites(ChildTable::Documents) {
-            contract.documents.as_slice()
-        } else {
-            &[]
-        };
-        let renewal_rows = if parts.rewrites(ChildTable::Renewals) {
-            contract.renewals.as_slice()
-        } else {
-            &[]
-        };
-        let request_rows = if parts.rewrites(ChildTable::ChangeRequests) {
-            contract.change_requests.as_slice()
-        } else {
-            &[]
-        };
+        let lines_rows = parts.rows_of(ChildTable::Lines, &contract.lines);
+        let schedule_rows = parts.rows_of(ChildTable::Schedules, &contract.schedules);
+        let document_rows = parts.rows_of(ChildTable::Documents, &contract.documents);
+        let renewal_rows = parts.rows_of(ChildTable::Renewals, &contract.renewals);
+        let request_rows = parts.rows_of(ChildTable::ChangeRequests, &contract.change_requests);
         for (position, line) in lines_rows.iter().enumerate() {
             let mut row: Vec<Value> = vec![
                 contract_id.into(),
@@ -692,6 +663,77 @@ impl EventRows {
     }
 }
 
+/// An import into SQLite: the write transaction, held until commit.
+pub struct SqliteImport {
+    /// Everything the import inserts; rolled back when dropped.
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl ContractImport for SqliteImport {
+    async fn insert(
+        &mut self,
+        contracts: &[NewContract],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut skipped = Vec::new();
+        let mut zones = BTreeSet::new();
+        for chunk in contracts.chunks(IMPORT_CHUNK) {
+            let rows: Vec<Value> = chunk
+                .iter()
+                .map(|new| {
+                    let mut row = Vec::with_capacity(ContractColumn::ALL.len() + 1);
+                    row.push(new.contract.reference.clone().into());
+                    push_columns(
+                        &mut row,
+                        &ContractValues::of(&new.contract),
+                        ContractColumn::ALL.iter().copied(),
+                    );
+                    Value::Array(row)
+                })
+                .collect();
+            let inserted = sqlx::query(&INSERT_CONTRACTS_SQL)
+                .bind(Value::Array(rows).to_string())
+                .bind(now_ms)
+                .fetch_all(&mut *self.tx)
+                .await?;
+            let mut ids = HashMap::with_capacity(inserted.len());
+            for row in &inserted {
+                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+            }
+            let mut children = ChildRows::default();
+            let mut events = EventRows::default();
+            for new in chunk {
+                // A ref that exists, or that came twice (only its first occurrence was
+                // inserted), was skipped.
+                let Some(id) = ids.remove(&new.contract.reference) else {
+                    skipped.push(new.contract.reference.clone());
+                    continue;
+                };
+                children.push_new(id, &new.contract, ChangedParts::everything());
+                let event = imported_event(&new.contract, new.imported_on);
+                events.push(id, &new.contract.reference, 1, &[event]);
+                zones.insert(new.contract.time_zone.name());
+            }
+            children.write(&mut self.tx).await?;
+            events.insert(&mut self.tx, None, now_ms).await?;
+        }
+        if !zones.is_empty() {
+            sqlx::query(
+                "INSERT INTO contract_zones (time_zone) SELECT value FROM json_each(?1) \
+                 WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(Value::from(zones.into_iter().collect::<Vec<_>>()).to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(skipped)
+    }
+
+    async fn commit(self) -> Result<(), StorageError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 fn run_key(row: &SqliteRow, first: usize) -> Result<Option<RunKey>, sqlx::Error> {
     let job: String = row.try_get(first)?;
     let zone: String = row.try_get(first + 1)?;
@@ -730,65 +772,12 @@ impl ContractStore for SqliteStore {
             .all(|migration| versions.contains(&migration.version)))
     }
 
-    async fn insert_contracts(
-        &self,
-        contracts: &[NewContract],
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
-        let mut zones = BTreeSet::new();
-        let mut tx = self.write().await?;
-        for chunk in contracts.chunks(IMPORT_CHUNK) {
-            let rows: Vec<Value> = chunk
-                .iter()
-                .map(|new| {
-                    let mut row = Vec::with_capacity(ContractColumn::ALL.len() + 1);
-                    row.push(new.contract.reference.clone().into());
-                    push_columns(
-                        &mut row,
-                        &ContractValues::of(&new.contract),
-                        ContractColumn::ALL.iter().copied(),
-                    );
-                    Value::Array(row)
-                })
-                .collect();
-            let inserted = sqlx::query(&INSERT_CONTRACTS_SQL)
-                .bind(Value::Array(rows).to_string())
-                .bind(now_ms)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut ids = HashMap::with_capacity(inserted.len());
-            for row in &inserted {
-                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-            }
-            let mut children = ChildRows::default();
-            let mut events = EventRows::default();
-            for new in chunk {
-                // A ref that exists, or that came twice in the input (only its first
-                // occurrence was inserted), is a duplicate.
-                let Some(id) = ids.remove(&new.contract.reference) else {
-                    return Err(StorageError::DuplicateReference(
-                        new.contract.reference.clone(),
-                    ));
-                };
-                children.push_new(id, &new.contract, ChangedParts::everything());
-                let event = imported_event(&new.contract, new.imported_on);
-                events.push(id, &new.contract.reference, 1, &[event]);
-                zones.insert(new.contract.time_zone.name());
-            }
-            children.write(&mut tx).await?;
-            events.insert(&mut tx, None, now_ms).await?;
-        }
-        if !zones.is_empty() {
-            sqlx::query(
-                "INSERT INTO contract_zones (time_zone) SELECT value FROM json_each(?1) \
-                 WHERE true ON CONFLICT DO NOTHING",
-            )
-            .bind(Value::from(zones.into_iter().collect::<Vec<_>>()).to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    type Import = SqliteImport;
+
+    async fn begin_import(&self) -> Result<SqliteImport, StorageError> {
+        Ok(SqliteImport {
+            tx: self.write().await?,
+        })
     }
 
     async fn existing_references(
