@@ -468,6 +468,7 @@ async fn run<S: ContractStore>(
         None => Arc::new(SystemClock),
     };
     let mut options = SweepOptions::new(settings.sweep.batch_size, settings.lease(), policy);
+    options.parallel_zones = settings.sweep.parallel_zones;
     options.jobs = args.jobs;
     options.zones = args.zones;
     options.as_of = args.as_of;

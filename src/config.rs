@@ -80,6 +80,8 @@ pub struct SweepSettings {
     pub batch_size: u32,
     /// Lease of a claimed run.
     pub lease_seconds: u64,
+    /// Zones swept at once (PostgreSQL; SQLite sweeps one at a time).
+    pub parallel_zones: usize,
 }
 
 /// `[scheduler]`.
@@ -160,6 +162,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "sweep.batch_size",
                 message: format!("{} is out of range 1..=100000", self.sweep.batch_size),
+            });
+        }
+        if !(1..=64).contains(&self.sweep.parallel_zones) {
+            return Err(ConfigError::Invalid {
+                key: "sweep.parallel_zones",
+                message: format!("{} is out of range 1..=64", self.sweep.parallel_zones),
             });
         }
         if self.sweep.lease_seconds < 2 {

@@ -7,6 +7,8 @@
 //! changes.
 
 use std::collections::HashSet;
+
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -40,6 +42,8 @@ pub struct SweepOptions {
     pub as_of: Option<NaiveDate>,
     /// Work out and report what would change, write nothing.
     pub dry_run: bool,
+    /// How many zones are swept at once (each zone's jobs still run in order).
+    pub parallel_zones: usize,
 }
 
 impl SweepOptions {
@@ -54,6 +58,7 @@ impl SweepOptions {
             zones: Vec::new(),
             as_of: None,
             dry_run: false,
+            parallel_zones: 1,
         }
     }
 }
@@ -202,9 +207,10 @@ pub async fn pending_runs<S: ContractStore>(
 }
 
 /// One sweep of everything due at the clock's current instant: every pending run, in job
-/// order per zone. A failed job, or one held by another process, stops the later jobs of its
-/// zone (they wait for a later sweep);
-/// shutdown stops after the batch in flight.
+/// order per zone, `parallel_zones` zones at a time (as many as the store can write at once).
+/// A failed job, or one held by another process, stops the later jobs of its zone (they wait
+/// for a later sweep); shutdown stops each zone after its batch in flight. The report lists
+/// the runs in the order one zone at a time would have run them.
 pub async fn sweep_due<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
@@ -231,31 +237,46 @@ pub async fn sweep_due<S: ContractStore>(
     } else {
         pending_runs(store, &zones, &options.jobs).await?
     };
-    let mut report = SweepReport::default();
-    let mut stopped_zones: HashSet<String> = HashSet::new();
-    for key in runs {
-        if stopped_zones.contains(&key.zone) {
-            continue;
-        }
-        if shutdown.is_requested() {
-            break;
-        }
-        let job_report = run_job(store, clock, options, &key, shutdown).await;
-        // A job another process holds (or a dead one's lease) is not done yet: the zone's
-        // later jobs wait for it, or they would run out of order.
-        if matches!(
-            job_report.outcome,
-            JobOutcome::Failed(_) | JobOutcome::Interrupted | JobOutcome::NotClaimed
-        ) {
-            stopped_zones.insert(key.zone.clone());
-        }
-        let interrupted = job_report.outcome == JobOutcome::Interrupted;
-        report.jobs.push(job_report);
-        if interrupted {
-            break;
+    // Each zone's runs in job order, one task per zone, `parallel_zones` of them at a time.
+    let mut by_zone: Vec<(String, Vec<(usize, RunKey)>)> = Vec::new();
+    for (index, key) in runs.into_iter().enumerate() {
+        match by_zone.iter_mut().find(|(zone, _)| *zone == key.zone) {
+            Some((_, zone_runs)) => zone_runs.push((index, key)),
+            None => by_zone.push((key.zone.clone(), vec![(index, key)])),
         }
     }
-    Ok(report)
+    let zone_runs = |runs: Vec<(usize, RunKey)>| async move {
+        let mut reports = Vec::with_capacity(runs.len());
+        for (index, key) in runs {
+            if shutdown.is_requested() {
+                break;
+            }
+            let job_report = run_job(store, clock, options, &key, shutdown).await;
+            // A job that failed, was interrupted, or is held by another process (or a dead
+            // one's lease) is not done: the zone's later jobs wait for it, or they would run
+            // out of order.
+            let stop = matches!(
+                job_report.outcome,
+                JobOutcome::Failed(_) | JobOutcome::Interrupted | JobOutcome::NotClaimed
+            );
+            reports.push((index, job_report));
+            if stop {
+                break;
+            }
+        }
+        reports
+    };
+    let parallel = options.parallel_zones.min(store.parallel_writers()).max(1);
+    let mut reports: Vec<(usize, JobReport)> =
+        futures::stream::iter(by_zone.into_iter().map(|(_, runs)| zone_runs(runs)))
+            .buffer_unordered(parallel)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+    reports.sort_by_key(|(index, _)| *index);
+    Ok(SweepReport {
+        jobs: reports.into_iter().map(|(_, report)| report).collect(),
+    })
 }
 
 /// Run one job for one (zone, business date): claim it in the ledger, work through the due

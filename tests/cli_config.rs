@@ -133,6 +133,11 @@ fn other_unusable_values_name_their_keys() {
             "sweep.lease_seconds",
         ),
         ("CONTRACTD__SWEEP__BATCH_SIZE", "100001", "sweep.batch_size"),
+        (
+            "CONTRACTD__SWEEP__PARALLEL_ZONES",
+            "0",
+            "sweep.parallel_zones",
+        ),
         // Zero would make every PostgreSQL connection time out at once.
         (
             "CONTRACTD__DATABASE__CONNECT_TIMEOUT_MS",

@@ -232,19 +232,20 @@ async fn kill_9_at_random_points_ends_like_an_uninterrupted_run() {
     };
     let mut rng = rand::rng();
     let mut progress = Vec::new();
+    let done_sql = "SELECT COUNT(*) FROM contract_events WHERE kind <> 'imported'";
     for _ in 0..4 {
+        let before = scalar(&url, done_sql).await;
         let mut daemon = Daemon::start(&url, options.clone());
         daemon.wait_started().await;
-        let delay = Duration::from_millis(rng.random_range(200..1500));
-        tokio::time::sleep(delay).await;
+        // The whole sweep takes a fraction of a second, and starts at the next tick: kill a
+        // few milliseconds after this daemon has committed something, or after 3 s.
+        let started = std::time::Instant::now();
+        while scalar(&url, done_sql).await == before && started.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
         daemon.kill9().await;
-        progress.push(
-            scalar(
-                &url,
-                "SELECT COUNT(*) FROM contract_events WHERE kind <> 'imported'",
-            )
-            .await,
-        );
+        progress.push(scalar(&url, done_sql).await);
     }
     assert!(
         progress.iter().any(|done| *done > 0 && *done < total),

@@ -143,6 +143,7 @@ on_both_databases!(
     refresh_moves_the_deadline_to_the_next_window,
     the_same_sweep_twice_changes_nothing,
     one_sweep_after_forty_days_equals_forty_daily_sweeps,
+    zones_swept_at_once_end_as_one_at_a_time,
     kiritimati_and_pago_pago_are_on_different_business_dates,
     havana_starts_its_business_day_at_the_first_instant_after_the_dst_gap,
     berlin_business_day_starts_at_local_midnight_across_both_dst_changes,
@@ -368,6 +369,81 @@ async fn one_sweep_after_forty_days_equals_forty_daily_sweeps<S: ContractStore>(
     assert_eq!(daily.lines().count(), 400);
     for (daily_line, catch_up_line) in daily.lines().zip(catch_up.lines()) {
         assert_eq!(daily_line, catch_up_line);
+    }
+}
+
+/// A sweep of four zones at once, in small batches (so the next batch is read while one
+/// commits), and the report it gives.
+async fn sweep_zones_at_once<S: ContractStore>(
+    store: &S,
+    day: NaiveDate,
+    parallel_zones: usize,
+) -> (SweepReport, String) {
+    let mut options = options(7);
+    options.as_of = Some(day);
+    options.parallel_zones = parallel_zones;
+    let report = sweep_due(
+        store,
+        &OffsetClock::fixed(noon(day)),
+        &options,
+        &Shutdown::never(),
+    )
+    .await
+    .expect("sweep");
+    (report, snapshot(store).await)
+}
+
+async fn zones_swept_at_once_end_as_one_at_a_time<S: ContractStore>(store: S, raw: RawDb) {
+    let zones = [
+        "Europe/Berlin",
+        "America/New_York",
+        "Asia/Tokyo",
+        "Pacific/Kiritimati",
+    ];
+    let data = population::population(13, 400, &zones);
+    let start = date("2025-02-10");
+    let day = date("2025-03-01");
+    load(&store, &data, start).await;
+    let (one_at_a_time, sequential) = sweep_zones_at_once(&store, day, 1).await;
+    let (at_once, parallel) = match raw {
+        RawDb::Sqlite(_) => {
+            let (other, _dir) = fresh_sqlite().await;
+            load(&other, &data, start).await;
+            sweep_zones_at_once(&other, day, 4).await
+        }
+        RawDb::Postgres(_) => {
+            let result = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let slot = result.clone();
+            let data = data.clone();
+            with_postgres(true, |other, _| async move {
+                load(&other, &data, start).await;
+                *slot.lock().expect("slot") = Some(sweep_zones_at_once(&other, day, 4).await);
+            })
+            .await;
+            let outcome = result.lock().expect("slot").take();
+            outcome.expect("the parallel sweep ran")
+        }
+    };
+    let runs = |report: &SweepReport| -> Vec<(RunKey, i64, i64)> {
+        report
+            .jobs
+            .iter()
+            .map(|job| (job.key.clone(), job.counts.examined, job.counts.changed))
+            .collect()
+    };
+    assert_eq!(
+        runs(&at_once),
+        runs(&one_at_a_time),
+        "same runs, same order"
+    );
+    assert!(at_once.jobs.iter().any(|job| job.counts.changed > 7));
+    assert!(at_once
+        .jobs
+        .iter()
+        .all(|job| job.outcome == JobOutcome::Succeeded));
+    assert_eq!(parallel.lines().count(), 400);
+    for (left, right) in sequential.lines().zip(parallel.lines()) {
+        assert_eq!(left, right);
     }
 }
 

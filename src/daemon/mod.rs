@@ -84,13 +84,14 @@ pub async fn serve<S: ContractStore>(
     let busy = Arc::new(AtomicBool::new(false));
     let (wake_sender, wake_receiver) = mpsc::channel(1);
 
-    let options = SweepOptions::new(
+    let mut options = SweepOptions::new(
         settings.sweep.batch_size,
         settings.lease(),
         RulePolicy {
             allow_end_before_billed_to: settings.billing.allow_end_before_billed_to,
         },
     );
+    options.parallel_zones = settings.sweep.parallel_zones;
     let owner = options.owner.clone();
     let worker = Worker::new(
         store.clone(),
@@ -367,6 +368,10 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check(
         "sweep.batch_size",
         old.sweep.batch_size != new.sweep.batch_size,
+    );
+    check(
+        "sweep.parallel_zones",
+        old.sweep.parallel_zones != new.sweep.parallel_zones,
     );
     check(
         "sweep.lease_seconds",

@@ -319,6 +319,10 @@ pub trait ContractStore: Send + Sync + Clone + 'static {
         reference: &str,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StorageError>> + Send;
 
+    /// How many transactions can usefully write at once (SQLite has one writer): the sweep
+    /// runs at most this many zones at a time.
+    fn parallel_writers(&self) -> usize;
+
     /// Every zone that has contracts.
     fn zones(&self) -> impl Future<Output = Result<Vec<String>, StorageError>> + Send;
 

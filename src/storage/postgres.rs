@@ -1163,6 +1163,10 @@ impl ContractStore for PostgresStore {
             .collect()
     }
 
+    fn parallel_writers(&self) -> usize {
+        usize::MAX
+    }
+
     async fn zones(&self) -> Result<Vec<String>, StorageError> {
         // Byte order, as SQLite sorts, whatever the database's collation.
         Ok(sqlx::query_scalar(

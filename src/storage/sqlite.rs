@@ -853,6 +853,10 @@ impl ContractStore for SqliteStore {
             .collect()
     }
 
+    fn parallel_writers(&self) -> usize {
+        1
+    }
+
     async fn zones(&self) -> Result<Vec<String>, StorageError> {
         Ok(
             sqlx::query_scalar("SELECT time_zone FROM contract_zones ORDER BY time_zone")
