@@ -969,7 +969,11 @@ impl Outcome {
             out,
             "| **whole sweep, wall time** ({} runs, {} zones at a time) | {} | {} | {:.2} | {:.0} |",
             sweep["runs"],
-            args.parallel_zones,
+            // SQLite has one writer: the store sweeps one zone at a time.
+            match self.backend {
+                Backend::Sqlite => 1,
+                Backend::Postgres => args.parallel_zones,
+            },
             sweep["examined"],
             sweep["changed"],
             seconds(&sweep["seconds"]),
