@@ -7,12 +7,11 @@
 //! changes.
 
 use std::collections::HashSet;
-
-use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use futures::StreamExt;
 
 use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::ContractStatus;
