@@ -412,8 +412,9 @@ async fn work_through<S: ContractStore>(
             &changes,
             now_ms,
         );
-        // The next batch is read while this one is written (on another connection where the
-        // database has several): it starts after this batch's cursor, and a transition never
+        // The next batch is read while this one is written (on PostgreSQL; SQLite's store reads
+        // it on its one writing connection, so there it waits for the commit): it starts
+        // after this batch's cursor, and a transition never
         // leaves a contract due for the same job, so what this batch writes cannot move a
         // contract into it. Stopping for shutdown discards it unread by the rules.
         let (outcome, next) = if full && !shutdown.is_requested() {

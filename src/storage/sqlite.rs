@@ -61,12 +61,12 @@ pub struct SqliteSettings {
 /// A contract store in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// Connections for reads: commands, probes, metrics, and the sweep's next batch, read
-    /// while the writer commits the current one (WAL readers do not wait for the writer).
+    /// Connections for reads that no write follows: commands, probes, metrics.
     pool: SqlitePool,
-    /// The one connection every write goes through (`BEGIN IMMEDIATE`): SQLite has one
-    /// writer at a time anyway, and one connection keeps the pages it writes in its cache
-    /// from batch to batch.
+    /// The one connection every write goes through (`BEGIN IMMEDIATE`), and the sweep's
+    /// batch reads: SQLite has one writer at a time anyway, and the pages a batch reads are
+    /// the ones it then writes, still in this connection's cache. (So on SQLite the next
+    /// batch is read after the current one commits, not during.)
     writer: SqlitePool,
 }
 
