@@ -70,7 +70,6 @@ pub async fn import<S: ContractStore, R: BufRead>(
         problems: Vec::new(),
         lines_of_refs: HashMap::new(),
         valid: Vec::with_capacity(CHUNK),
-        valid_lines: Vec::with_capacity(CHUNK),
         invalid_refs: Vec::new(),
         count: 0,
     };
@@ -106,14 +105,13 @@ struct Importing<'s, S: ContractStore> {
     now_ms: i64,
     /// Everything wrong so far.
     problems: Vec<ImportProblem>,
-    /// The first line of every ref seen, valid or not: duplicates name it.
+    /// The first line of every ref seen, valid or not: duplicates name it, and so does a
+    /// ref that exists in the database.
     lines_of_refs: HashMap<Box<str>, usize>,
     /// Valid contracts not yet written.
     valid: Vec<NewContract>,
-    /// The line of each of `valid`.
-    valid_lines: Vec<usize>,
-    /// Refs of invalid records not yet looked up in the database, with their line numbers.
-    invalid_refs: Vec<(usize, String)>,
+    /// Refs of invalid records not yet looked up in the database.
+    invalid_refs: Vec<String>,
     /// Valid records read.
     count: usize,
 }
@@ -164,7 +162,6 @@ impl<S: ContractStore> Importing<'_, S> {
                     let today = business_date(now, contract.time_zone);
                     contract.recompute_cancellation_dates(today);
                     self.count += 1;
-                    self.valid_lines.push(number);
                     self.valid.push(NewContract {
                         contract,
                         imported_on: today,
@@ -181,7 +178,7 @@ impl<S: ContractStore> Importing<'_, S> {
                     self.problem(number, error);
                     if let Some(reference) = reference {
                         if self.claim_ref(number, &reference) {
-                            self.invalid_refs.push((number, reference));
+                            self.invalid_refs.push(reference);
                             if self.invalid_refs.len() >= CHUNK {
                                 self.check_invalid_refs().await?;
                             }
@@ -227,10 +224,8 @@ impl<S: ContractStore> Importing<'_, S> {
                 .collect();
             self.store.existing_references(&references).await?
         };
-        let valid = std::mem::take(&mut self.valid);
-        let lines = std::mem::take(&mut self.valid_lines);
-        let refs = valid.iter().map(|new| new.contract.reference.as_str());
-        self.existing(refs.zip(lines.iter().copied()), existing);
+        self.valid.clear();
+        self.existing(existing);
         Ok(())
     }
 
@@ -239,28 +234,20 @@ impl<S: ContractStore> Importing<'_, S> {
         if self.invalid_refs.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.invalid_refs);
-        let references: Vec<String> = pending.iter().map(|(_, r)| r.clone()).collect();
+        let references = std::mem::take(&mut self.invalid_refs);
         let existing = self.store.existing_references(&references).await?;
-        self.existing(
-            pending.iter().map(|(line, r)| (r.as_str(), *line)),
-            existing,
-        );
+        self.existing(existing);
         Ok(())
     }
 
-    /// A problem for each of `existing`, on its line among `lines`.
-    fn existing<'a>(
-        &mut self,
-        lines: impl Iterator<Item = (&'a str, usize)>,
-        existing: Vec<String>,
-    ) {
-        if existing.is_empty() {
-            return;
-        }
-        let lines: HashMap<&str, usize> = lines.collect();
+    /// A problem for each of `existing`, on the line that claimed the ref.
+    fn existing(&mut self, existing: Vec<String>) {
         for reference in existing {
-            let line = lines.get(reference.as_str()).copied().unwrap_or(0);
+            let line = self
+                .lines_of_refs
+                .get(reference.as_str())
+                .copied()
+                .unwrap_or(0);
             let error = InvalidContract::single(
                 Some(reference),
                 "ref",
