@@ -3,7 +3,7 @@
 //! is an error naming its key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -15,9 +15,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The sources could not be read or merged (file missing, bad TOML, wrong type).
+    /// The sources could not be read or merged (file missing, bad TOML, wrong type). The
+    /// cause is part of the message and not also a `source()`, so a chain prints it once.
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     /// A value is of the right type but not usable.
     #[error("configuration key {key}: {message}")]
     Invalid {
@@ -26,6 +27,31 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         message: String,
     },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(error)
+    }
+}
+
+/// Where the configuration comes from, kept so that it can be read again while running
+/// (the daemon reloads on SIGHUP): the compiled-in defaults, an optional file over them, the
+/// environment over that, and an optional database URL over everything.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// A TOML file layered over the defaults; `None` reads defaults and environment only.
+    pub file: Option<PathBuf>,
+    /// A database URL that wins over every layer, for whoever starts the process with one
+    /// database in mind (an operator, a test); `None` keeps the layered `database.url`.
+    pub database_url: Option<String>,
+}
+
+impl ConfigSource {
+    /// Read every layer now and check the result.
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load(self.file.as_deref(), self.database_url.as_deref())
+    }
 }
 
 /// Everything contractd can be configured with.
@@ -128,8 +154,8 @@ pub enum DatabaseKind {
 }
 
 impl Settings {
-    /// Load the layers and check every value. `database_url` (from `--database-url`) wins
-    /// over every layer.
+    /// Load the layers and check every value. `database_url`, when given, wins over every
+    /// layer.
     pub fn load(file: Option<&Path>, database_url: Option<&str>) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_CONFIG,

@@ -1,10 +1,13 @@
 //! contractd: the lifecycle of recurring contracts.
+//!
+//! The library knows contracts, their rules, storage, the sweep and the daemon; it never sees
+//! the command line. The binary (`src/main.rs` and `src/cli/`) parses arguments, calls the
+//! library, prints results and chooses exit codes.
 
 #[macro_use]
 mod text_enum;
 
 pub mod calendar;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contract;
@@ -16,3 +19,6 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 pub mod transfer;
+
+#[cfg(test)]
+mod tidy;

@@ -1,13 +1,13 @@
-//! Operator actions from the command line: cancel (one or many contracts, or one line), end
-//! early, revoke. Each action loads the contract, plans the change with the pure functions of
+//! Operator actions against a store: cancel (one or many contracts, or one line), end early,
+//! revoke. Each action loads the contract, plans the change with the pure functions of
 //! [`crate::lifecycle::actions`] as of today in the contract's zone, and stores it in one
 //! transaction guarded by the version it read (a concurrent change by the sweep makes it
 //! re-read and re-plan, at most a few times).
 
 use chrono::NaiveDate;
 
-use crate::cli::{CancelArgs, EndArgs, Failure, RevokeArgs};
 use crate::clock::{business_date, unix_ms, Clock};
+use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, Transition};
 use crate::lifecycle::actions::{self, ActionError, CancelRequest, EndEarlyRequest};
 use crate::lifecycle::RulePolicy;
@@ -22,14 +22,11 @@ pub enum ActionFailure {
     /// No contract has this ref.
     #[error("contract '{0}': no such contract")]
     NotFound(String),
-    /// The stored row breaks the rules; fix it (import) before acting on it.
-    #[error("contract '{reference}': the stored row breaks the rules: {reason}")]
-    InvalidRow {
-        /// The contract's ref.
-        reference: String,
-        /// Why.
-        reason: String,
-    },
+    /// The stored row breaks the rules; fix it (import) before acting on it. The problems
+    /// already name the contract, so the message does not name it again.
+    #[error("contract '{}': the stored row breaks the rules: {}",
+        .0.reference.as_deref().unwrap_or_default(), .0.problems())]
+    InvalidRow(InvalidContract),
     /// The action's rules refused it; nothing changed.
     #[error(transparent)]
     Refused(#[from] ActionError),
@@ -100,18 +97,7 @@ where
             .await
             .map_err(storage)?
             .ok_or_else(|| ActionFailure::NotFound(reference.to_string()))?;
-        let contract = loaded.contract.map_err(|invalid| {
-            // The reason names the contract itself; say so once.
-            let text = invalid.to_string();
-            let reason = text
-                .strip_prefix(&format!("contract '{reference}': "))
-                .unwrap_or(&text)
-                .to_string();
-            ActionFailure::InvalidRow {
-                reference: reference.to_string(),
-                reason,
-            }
-        })?;
+        let contract = loaded.contract.map_err(ActionFailure::InvalidRow)?;
         let transition = plan(&contract, today_of(&contract))?;
         let change = ContractChange::new(
             loaded.id,
@@ -141,127 +127,50 @@ where
     Err(ActionFailure::Contended(reference.to_string()))
 }
 
-/// One line for people about a contract after an action.
-fn describe(transition: &Transition) -> String {
-    let contract = &transition.contract;
-    let kinds: Vec<&str> = transition
-        .events
-        .iter()
-        .map(|event| event.kind.as_str())
-        .collect();
-    let pending = contract
-        .cancellation
-        .as_ref()
-        .map(|pending| {
-            format!(
-                ", ends {} (received {})",
-                pending.end_date, pending.received_on
-            )
-        })
-        .unwrap_or_default();
-    let end = contract
-        .end_date
-        .map(|end| format!(", end date {end}"))
-        .unwrap_or_default();
-    format!(
-        "{}: {} — status {}{end}{pending}",
-        contract.reference,
-        kinds.join(", "),
-        contract.status
-    )
-}
-
-/// Turn the per-contract results of a (bulk) action into output and an exit code: 0 when all
-/// succeeded; otherwise 3 when every failure was the operator's input, else 1.
-fn report(results: Vec<Result<Transition, ActionFailure>>) -> Result<(), Failure> {
-    let mut input_failures = 0;
-    let mut system_failures = 0;
-    for result in &results {
-        match result {
-            Ok(transition) => println!("{}", describe(transition)),
-            Err(failure) => {
-                eprintln!("{failure}");
-                if failure.is_invalid_input() {
-                    input_failures += 1;
-                } else {
-                    system_failures += 1;
-                }
-            }
-        }
-    }
-    let failed = input_failures + system_failures;
-    if failed == 0 {
-        return Ok(());
-    }
-    let message = anyhow::anyhow!(
-        "{failed} of {} contract(s) not changed (see above)",
-        results.len()
-    );
-    if system_failures > 0 {
-        Err(Failure::Failed(message))
-    } else {
-        Err(Failure::InvalidInput(message))
-    }
-}
-
-/// `contractd cancel REF…`: each ref on its own (one bad ref does not stop the others).
+/// Cancel each of `references` on its own, as of today in each contract's zone: one bad ref
+/// does not stop the others. The results come in the order of `references`.
 pub async fn cancel<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
     policy: RulePolicy,
-    args: CancelArgs,
-) -> Result<(), Failure> {
-    let request = CancelRequest {
-        received_on: args.received_on,
-        end_date: args.end_date,
-        reason: args.reason,
-        notes: args.notes,
-        line: args.line,
-        override_notice: args.override_notice,
-        immediately: args.immediately,
-        final_invoice: args.final_invoice,
-    };
-    let mut results = Vec::with_capacity(args.references.len());
-    for reference in &args.references {
+    references: &[String],
+    request: &CancelRequest,
+) -> Vec<Result<Transition, ActionFailure>> {
+    let mut results = Vec::with_capacity(references.len());
+    for reference in references {
         results.push(
             apply(store, clock, reference, |contract, today| {
-                actions::cancel(contract, &request, today, &policy)
+                actions::cancel(contract, request, today, &policy)
             })
             .await,
         );
     }
-    report(results)
+    results
 }
 
-/// `contractd end REF --end-date D --reason R`.
+/// End `reference` early on the request's end date.
 pub async fn end<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
-    mut policy: RulePolicy,
-    args: EndArgs,
-) -> Result<(), Failure> {
-    policy.allow_end_before_billed_to |= args.allow_end_before_billed_to;
-    let request = EndEarlyRequest {
-        end_date: args.end_date,
-        reason: args.reason,
-        notes: args.notes,
-    };
-    let result = apply(store, clock, &args.reference, |contract, today| {
-        actions::end_early(contract, &request, today, &policy)
+    policy: RulePolicy,
+    reference: &str,
+    request: &EndEarlyRequest,
+) -> Result<Transition, ActionFailure> {
+    apply(store, clock, reference, |contract, today| {
+        actions::end_early(contract, request, today, &policy)
     })
-    .await;
-    report(vec![result])
+    .await
 }
 
-/// `contractd revoke REF [--line L]`.
+/// Revoke the pending cancellation of `reference`, or of its line `line`.
 pub async fn revoke<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
-    args: RevokeArgs,
-) -> Result<(), Failure> {
-    let result = apply(store, clock, &args.reference, |contract, today| {
-        actions::revoke(contract, args.line.as_deref(), today)
+    reference: &str,
+    line: Option<&str>,
+) -> Result<Transition, ActionFailure> {
+    apply(store, clock, reference, |contract, today| {
+        actions::revoke(contract, line, today)
     })
-    .await;
-    report(vec![result])
+    .await
 }

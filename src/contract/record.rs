@@ -238,30 +238,51 @@ impl InvalidContract {
     }
 }
 
-impl fmt::Display for InvalidContract {
-    /// Control characters from the input (a ref holding an escape sequence or a newline) are
-    /// written escaped, so the message cannot rewrite a terminal or forge a log line.
+impl InvalidContract {
+    /// The problems alone, without the contract they belong to ("field: what; …"), for a
+    /// message that names the contract itself.
+    pub fn problems(&self) -> Problems<'_> {
+        Problems(&self.errors)
+    }
+}
+
+/// The problems of an [`InvalidContract`], written as "field: what; field: what".
+#[derive(Debug, Clone, Copy)]
+pub struct Problems<'a>(&'a [FieldError]);
+
+impl fmt::Display for Problems<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write as _;
-        let mut text = String::new();
-        match &self.reference {
-            Some(reference) => write!(text, "contract '{reference}': ")?,
-            None => write!(text, "contract: ")?,
-        }
-        for (index, error) in self.errors.iter().enumerate() {
+        for (index, error) in self.0.iter().enumerate() {
             if index > 0 {
-                text.push_str("; ");
+                f.write_str("; ")?;
             }
-            write!(text, "{error}")?;
-        }
-        for character in text.chars() {
-            if character.is_control() {
-                write!(f, "{}", character.escape_default())?;
-            } else {
-                f.write_char(character)?;
-            }
+            write_escaped(f, &error.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// Write `text` with its control characters escaped, so that input (a ref holding an escape
+/// sequence or a newline) cannot rewrite a terminal or forge a log line.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    use fmt::Write as _;
+    for character in text.chars() {
+        if character.is_control() {
+            write!(f, "{}", character.escape_default())?;
+        } else {
+            f.write_char(character)?;
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for InvalidContract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reference {
+            Some(reference) => write_escaped(f, &format!("contract '{reference}': "))?,
+            None => f.write_str("contract: ")?,
+        }
+        self.problems().fmt(f)
     }
 }
 

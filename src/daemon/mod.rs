@@ -10,7 +10,7 @@
 //! - [`signals`]: SIGTERM/SIGINT stop, SIGHUP reloads;
 //! - [`notify`]: systemd READY/RELOADING/STOPPING and the watchdog.
 //!
-//! Start: the CLI has connected and (with `database.migrate_on_start`) migrated; serve binds
+//! Start: the caller has connected and (with `database.migrate_on_start`) migrated; serve binds
 //! the listener, starts the worker and the scheduler, then sends READY=1 and logs
 //! `daemon.started`. Stop: on SIGTERM or SIGINT it logs `daemon.stopping`, sends
 //! STOPPING=1, stops ticking, lets the batch in flight commit (the sweep releases its lease)
@@ -24,19 +24,16 @@ pub mod signals;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::cli::CommandContext;
 use crate::clock::SharedClock;
-use crate::config::Settings;
+use crate::config::{ConfigError, ConfigSource, Settings};
 use crate::lifecycle::RulePolicy;
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{redact_url, ContractStore};
@@ -58,24 +55,48 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How often, at most, contracts are counted for `contractd_contracts`.
 const COUNT_EVERY: Duration = Duration::from_secs(30);
 
-/// Run the daemon until SIGTERM or SIGINT.
+/// Why the daemon could not start, or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// SIGTERM, SIGINT and SIGHUP handlers could not be installed.
+    #[error("installing the signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// `server.listen` is not an address.
+    #[error("reading server.listen")]
+    Listen(#[source] ConfigError),
+    /// The address is taken or not ours to bind.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address from `server.listen`.
+        address: SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tick schedule could not be started.
+    #[error("starting the tick scheduler")]
+    Scheduler(#[source] tokio_cron_scheduler::JobSchedulerError),
+    /// The health and metrics server stopped; without it the daemon cannot be operated.
+    #[error("the HTTP server stopped: {0}")]
+    HttpStopped(String),
+}
+
+/// Run the daemon until SIGTERM or SIGINT. `settings` is the configuration in force;
+/// `source` is where it came from, read again on SIGHUP (log level and tick schedule apply
+/// live, the rest after a restart); `log` applies a reloaded log level.
 pub async fn serve<S: ContractStore>(
     store: S,
-    context: CommandContext,
+    settings: Settings,
+    source: ConfigSource,
+    log: LogReloader,
     clock: SharedClock,
-) -> anyhow::Result<()> {
-    let CommandContext {
-        settings,
-        config_file,
-        database_url,
-        reloader,
-    } = context;
+) -> Result<(), ServeError> {
     // Handlers first: a SIGTERM while starting must stop us cleanly, not kill us.
-    let mut signals = SignalListener::install().context("installing the signal handlers")?;
-    let address = settings.listen_address().context("reading server.listen")?;
+    let mut signals = SignalListener::install().map_err(ServeError::Signals)?;
+    let address = settings.listen_address().map_err(ServeError::Listen)?;
     let listener = TcpListener::bind(address)
         .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+        .map_err(|source| ServeError::Bind { address, source })?;
     let listening: SocketAddr = listener.local_addr().unwrap_or(address);
 
     let metrics = Arc::new(Metrics::new());
@@ -127,7 +148,7 @@ pub async fn serve<S: ContractStore>(
             Err(error) => {
                 trigger.trigger();
                 signals.close();
-                return Err(anyhow::Error::new(error).context("starting the tick scheduler"));
+                return Err(ServeError::Scheduler(error));
             }
         };
 
@@ -153,9 +174,8 @@ pub async fn serve<S: ContractStore>(
 
     let mut reload = Reload {
         settings,
-        config_file,
-        database_url,
-        reloader,
+        source,
+        log,
     };
     let mut server = Some(server);
     let mut failure = None;
@@ -173,7 +193,7 @@ pub async fn serve<S: ContractStore>(
                     error = %outcome,
                     "the HTTP server stopped; shutting down"
                 );
-                failure = Some(anyhow::anyhow!("the HTTP server stopped: {outcome}"));
+                failure = Some(ServeError::HttpStopped(outcome));
                 break "none";
             }
         }
@@ -268,12 +288,10 @@ async fn monitor<S: ContractStore>(store: S, metrics: Arc<Metrics>, mut shutdown
 struct Reload {
     /// The configuration in force.
     settings: Settings,
-    /// `--config`, read again.
-    config_file: Option<PathBuf>,
-    /// `--database-url`, applied again.
-    database_url: Option<String>,
+    /// Where it came from, read again.
+    source: ConfigSource,
     /// Applies a new log level.
-    reloader: LogReloader,
+    log: LogReloader,
 }
 
 impl Reload {
@@ -286,7 +304,7 @@ impl Reload {
     }
 
     async fn load_and_apply(&mut self, schedule: &mut TickSchedule) {
-        let new = match Settings::load(self.config_file.as_deref(), self.database_url.as_deref()) {
+        let new = match self.source.load() {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!(
@@ -315,7 +333,7 @@ impl Reload {
             Some(directive) => directive,
             None => new.log.level.clone(),
         };
-        if let Err(error) = self.reloader.set_level(&level) {
+        if let Err(error) = self.log.set_level(&level) {
             tracing::error!(
                 event = "daemon.reload_failed",
                 error = %error,

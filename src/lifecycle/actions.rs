@@ -107,7 +107,7 @@ pub enum ActionError {
     /// A cancellation of the contract is already pending.
     #[error(
         "contract '{contract}': cancellation: a cancellation ending {end_date} is already \
-         pending; revoke it first (contractd revoke {contract})"
+         pending; revoke it first"
     )]
     CancellationPending {
         /// The contract's ref.
@@ -118,7 +118,7 @@ pub enum ActionError {
     /// A cancellation of this line is already pending.
     #[error(
         "contract '{contract}' line '{line}': cancellation: a cancellation ending {end_date} is \
-         already pending; revoke it first (contractd revoke {contract} --line {line})"
+         already pending; revoke it first"
     )]
     LineCancellationPending {
         /// The contract's ref.
@@ -189,8 +189,8 @@ pub enum ActionError {
     },
     /// `immediately` with an end date other than today.
     #[error(
-        "contract '{contract}': end_date {end_date} conflicts with --immediately, which ends \
-         the contract today ({today}); give one or the other"
+        "contract '{contract}': end_date {end_date} conflicts with ending immediately, which \
+         ends the contract today ({today}); give one or the other"
     )]
     ImmediatelyWithEndDate {
         /// The contract's ref.
@@ -204,7 +204,7 @@ pub enum ActionError {
     #[error(
         "{}: end_date: no regular cancellation is possible any more as of {received_on} (the \
          last notice deadline has passed and the contract does not auto-extend; it simply \
-         expires at its end date); use --override to cancel anyway",
+         expires at its end date)",
         subject(contract, line)
     )]
     NoRegularCancellation {
@@ -255,8 +255,7 @@ pub enum ActionError {
     },
     /// The requested end date is before the minimum term's end.
     #[error(
-        "{}: end_date {end_date} is before minimum_term_end {minimum_term_end}; use --override \
-         to end it earlier",
+        "{}: end_date {end_date} is before minimum_term_end {minimum_term_end}",
         subject(contract, line)
     )]
     BeforeMinimumTerm {
@@ -339,7 +338,7 @@ pub enum ActionError {
         consolidated: bool,
     },
     /// Ending early needs a reason.
-    #[error("contract '{contract}': reason: ending a contract early needs a reason (--reason)")]
+    #[error("contract '{contract}': reason: ending a contract early needs a reason")]
     ReasonRequired {
         /// The contract's ref.
         contract: String,
@@ -360,7 +359,7 @@ fn next_hint(next: &Option<(NaiveDate, NaiveDate)>) -> String {
         Some((end_date, deadline)) => {
             format!("; the next possible end date is {end_date}, deadline {deadline}")
         }
-        None => "; no later end date can be reached any more (use --override)".to_string(),
+        None => "; no later end date can be reached any more".to_string(),
     }
 }
 
