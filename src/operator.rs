@@ -33,13 +33,15 @@ pub enum ActionFailure {
     /// The contract kept changing under us.
     #[error("contract '{0}': changed concurrently {ATTEMPTS} times; try again")]
     Contended(String),
-    /// The database failed; nothing changed.
-    #[error("contract '{reference}': {source}")]
+    /// The database failed; nothing changed. The storage error's text is part of the
+    /// message (a bulk action prints one line per contract), so it is not also a `source()`:
+    /// a printed chain names it once.
+    #[error("contract '{reference}': {error}")]
     Storage {
         /// The contract's ref.
         reference: String,
         /// The storage error.
-        source: StorageError,
+        error: StorageError,
     },
 }
 
@@ -87,9 +89,9 @@ where
     T: Fn(&Contract) -> NaiveDate,
     F: FnMut(&Contract, NaiveDate) -> Result<Transition, ActionError>,
 {
-    let storage = |source| ActionFailure::Storage {
+    let storage = |error| ActionFailure::Storage {
         reference: reference.to_string(),
-        source,
+        error,
     };
     for _ in 0..ATTEMPTS {
         let loaded = store

@@ -34,7 +34,7 @@ impl std::fmt::Display for ImportProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The file could not be read.
-    #[error("cannot read the import file: {0}")]
+    #[error("cannot read the import file")]
     Read(#[from] std::io::Error),
     /// The file holds no contract.
     #[error("the import file holds no contracts")]
@@ -313,7 +313,7 @@ pub async fn export<S: ContractStore, W: std::io::Write>(
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// Writing the output failed.
-    #[error("cannot write the export: {0}")]
+    #[error("cannot write the export")]
     Write(#[from] std::io::Error),
     /// The database failed.
     #[error(transparent)]

@@ -119,7 +119,9 @@ fn ncrc_example_1_one_month_notice_till_end_of_contract() {
     assert!(matches!(late, ActionError::NoRegularCancellation { .. }));
     assert!(late.to_string().contains("contract 'C-1'"));
     // What gets past it (an override) is the command line's to say, in its own syntax.
-    assert!(late.to_string().contains("it simply expires at its end date"));
+    assert!(late
+        .to_string()
+        .contains("it simply expires at its end date"));
     assert!(!late.to_string().contains("--"));
 }
 
