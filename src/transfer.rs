@@ -1,4 +1,4 @@
-//! `import` and `export`: JSON Lines in the record format of SPEC section 3.
+//! `import` and `export`: JSON Lines in the record format of docs/rules.md §3.
 //!
 //! Import is all or nothing: every line is checked (syntax, types, rules, duplicate refs in
 //! the file and against the database) and every problem is reported with its line number, ref

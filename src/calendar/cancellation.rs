@@ -1,5 +1,5 @@
 //! Possible end dates, the cancellation date `C(T)`, the latest allowed cancellation date
-//! `L(T)` (SPEC section 4) and the auto-extension step (SPEC section 5.2).
+//! `L(T)` (docs/rules.md §4) and the auto-extension step (docs/rules.md §5.2).
 
 use std::fmt;
 use std::str::FromStr;
@@ -157,7 +157,7 @@ pub struct CancellationTerms {
 }
 
 impl CancellationTerms {
-    /// The earliest possible end date on or after `date`, if any (SPEC section 4).
+    /// The earliest possible end date on or after `date`, if any (docs/rules.md §4.1).
     ///
     /// ```
     /// use chrono::NaiveDate;
@@ -369,7 +369,7 @@ pub struct ExtendedTerm {
     pub terms_added: u32,
 }
 
-/// The auto-extension step of SPEC section 5.2: while the notice deadline of `end_date`
+/// The auto-extension step of docs/rules.md §5.2: while the notice deadline of `end_date`
 /// (`end_date` moved back by `notice_period`) is before `business_date`, extend by
 /// `extension_term`. One call catches up any number of missed terms and lands exactly where
 /// daily sweeps would have ([`extension_end`]), which is also the cancellation date the
@@ -467,7 +467,7 @@ mod tests {
         }
     }
 
-    /// SPEC section 4 read literally, one day at a time.
+    /// docs/rules.md §4 read literally, one day at a time.
     fn is_possible_by_definition(terms: &CancellationTerms, date: NaiveDate) -> bool {
         if date < terms.start_date || terms.minimum_term_end.is_some_and(|min| date < min) {
             return false;

@@ -1,4 +1,4 @@
-//! Periods (`<n><unit>`) and the month-end-aware date shift of SPEC section 2.
+//! Periods (`<n><unit>`) and the month-end-aware date shift of docs/rules.md §2.
 
 use std::fmt;
 use std::str::FromStr;
@@ -117,8 +117,8 @@ impl Period {
     /// assert_eq!((p.count(), p.unit()), (2, PeriodUnit::Week));
     /// ```
     pub fn parse(text: &str) -> Result<Period, PeriodError> {
-        // No trimming: the SPEC admits exactly `<n><unit>`, so " 1M" or "1M " is invalid input
-        // rather than something silently repaired.
+        // No trimming: the rules admit exactly `<n><unit>` (docs/rules.md §2, §11), so " 1M" or
+        // "1M " is invalid input rather than something silently repaired.
         let mut chars = text.chars();
         let unit_char = chars.next_back().ok_or(PeriodError::Empty)?;
         let digits = chars.as_str();
@@ -228,7 +228,7 @@ impl<'de> serde::Deserialize<'de> for Period {
     }
 }
 
-/// Move `date` forward by `period` (SPEC section 2).
+/// Move `date` forward by `period` (docs/rules.md §2).
 ///
 /// Days and weeks are exact. Months, quarters and years move by whole months with the
 /// month-end rule: the last day of a month maps to the last day of the target month, any other

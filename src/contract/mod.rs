@@ -1,8 +1,8 @@
 //! The contract aggregate: a contract with its lines, billing schedules, billing documents,
-//! renewals and change requests (SPEC section 3).
+//! renewals and change requests (docs/rules.md §3).
 //!
 //! Values here are always valid: they are built by [`record::ContractRecord::parse`], which
-//! checks every rule of SPEC section 3 and never touches I/O.
+//! checks every rule of docs/rules.md §3.3 and never touches I/O.
 
 pub mod event;
 pub mod record;
@@ -272,7 +272,7 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// The terms that decide its possible end dates (SPEC section 4).
+    /// The terms that decide its possible end dates (docs/rules.md §4.1).
     pub fn cancellation_terms(&self) -> CancellationTerms {
         CancellationTerms {
             start_date: self.start_date,

@@ -1,4 +1,4 @@
-//! The JSON Lines record of a contract (import and export format, SPEC section 3) and its
+//! The JSON Lines record of a contract (import and export format, docs/rules.md §3) and its
 //! parsing into a valid [`Contract`].
 //!
 //! Parsing collects every problem of a record, each naming its field (`lines[2].start_date`),
@@ -216,7 +216,7 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// A record that breaks the rules of SPEC section 3, with every problem found.
+/// A record that breaks the rules of docs/rules.md §3.3, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct InvalidContract {
     /// The record's `ref`, when it has one.
@@ -400,7 +400,7 @@ pub fn format_date(date: NaiveDate) -> String {
 }
 
 impl ContractRecord {
-    /// Check every rule of SPEC section 3 and build the contract. Computed fields in the
+    /// Check every rule of docs/rules.md §3.3 and build the contract. Computed fields in the
     /// record are ignored: `cancellation_date` and `latest_cancellation_date` come back
     /// empty, for the caller to compute as of its business date.
     pub fn parse(&self, defaults: &ParseDefaults) -> Result<Contract, InvalidContract> {

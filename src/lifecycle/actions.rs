@@ -1,4 +1,4 @@
-//! Operator actions (SPEC section 6): cancel, end early, revoke.
+//! Operator actions (docs/rules.md §6): cancel, end early, revoke.
 //!
 //! Each action is a pure planning function: it validates first and returns either an
 //! [`ActionError`] (nothing changed; the message names the contract, the field and what to do)
@@ -6,7 +6,7 @@
 //! operator changes by the contract's new version) and `effective_on` = today, the business
 //! date of the contract's zone the action is taken on.
 //!
-//! Decisions where the SPEC and the seeds are silent:
+//! Decisions where the rules are silent (gathered in docs/rules.md §11):
 //!
 //! - **Received date** `R` may not lie after today (a cancellation cannot be received in the
 //!   future).
@@ -32,7 +32,8 @@
 //!   other draft documents and the schedules billed on them become planned again (they were
 //!   never sent); draft credit notes refuse the action (Billing Central's rule). A pending
 //!   cancellation of a line refuses it as well as one of the contract. `original_end_date`
-//!   records the old end date only when `E` changes it (SPEC section 3: null while unchanged).
+//!   records the old end date only when `E` changes it (docs/rules.md §3.1: null while
+//!   unchanged).
 //! - **Billed periods**: a cancellation whose end date would delete or cut a billed schedule
 //!   is refused unless `allow_end_before_billed_to` is set, when it is registered as well as
 //!   when it executes at once (the sweep would refuse to execute it, and the contract would
@@ -766,8 +767,8 @@ fn finish_cancel(
     })
 }
 
-/// End a contract early at `request.end_date` (Billing Central, every bullet of "Ending
-/// Contracts"; see the module docs for the decisions).
+/// End a contract early at `request.end_date` (every bullet of Billing Central's "Ending
+/// Contracts", as docs/rules.md §6.6 restates them; see the module docs for the decisions).
 ///
 /// Refused when a `draft` or `ready_for_review` credit note or any consolidated document is
 /// linked, when a cancellation (of the contract or a line) is pending, when the contract is

@@ -1,4 +1,4 @@
-//! Billing effects of ending a contract or line at an end date (SPEC section 6), and the final
+//! Billing effects of ending a contract or line at an end date (docs/rules.md §7), and the final
 //! invoice of a cancellation (Nexudus).
 //!
 //! Ending at end date `E` (the last day of service, inclusive):

@@ -1,4 +1,4 @@
-//! The daily lifecycle rules of SPEC section 5 and the operator actions of section 6, as pure
+//! The daily lifecycle rules of docs/rules.md §5 and the operator actions of §6, as pure
 //! functions of (contract, business date).
 //!
 //! **Architecture invariant:** nothing here does I/O or reads a clock. Callers load the

@@ -1,4 +1,5 @@
-//! The four daily rules (SPEC section 5), each a pure function of (contract, business date D).
+//! The four daily rules (docs/rules.md §5), each a pure function of (contract, business
+//! date D).
 //!
 //! Common to every rule:
 //!
@@ -411,7 +412,7 @@ fn end_by_cancellation(
 }
 
 /// Extend an auto-extending contract whose notice deadline is before `business_date`
-/// (SPEC 5.2).
+/// (docs/rules.md §5.2).
 ///
 /// An active contract with `auto_extend`, an end date, a non-zero extension term and no
 /// pending cancellation, whose deadline `shift_back(end_date, notice_period)` is before D,
@@ -635,7 +636,8 @@ fn plan_periods(
     planned
 }
 
-/// Expire a contract (or its lines) whose end date is before `business_date` (SPEC 5.3).
+/// Expire a contract (or its lines) whose end date is before `business_date`
+/// (docs/rules.md §5.3).
 ///
 /// An active contract without a pending cancellation whose end date is before D becomes
 /// `expired` with its active lines (an open-ended line gets the contract's end date; pending
@@ -708,7 +710,7 @@ pub fn expire(contract: &Contract, business_date: NaiveDate) -> Option<Transitio
 }
 
 /// Recompute the cancellation date and deadline when the deadline is before `business_date`
-/// (SPEC 5.4).
+/// (docs/rules.md §5.4).
 ///
 /// Only an active contract without a pending cancellation whose stored
 /// `latest_cancellation_date` is before D, and only when the values as of D differ (they
