@@ -30,12 +30,15 @@ pub use sqlite::SqliteStore;
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The database refused or could not be reached.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// A schema migration failed.
-    #[error(transparent)]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database refused or could not be reached. The text is sqlx's, which already ends
+    /// with its cause's text (the database's message, the I/O error…), so the cause is not
+    /// also offered as `source()`: a chain printed link by link would repeat it.
+    #[error("{0}")]
+    Database(sqlx::Error),
+    /// A schema migration failed; as for [`StorageError::Database`], its text already holds
+    /// its cause's, so there is no `source()`.
+    #[error("{0}")]
+    Migration(sqlx::migrate::MigrateError),
     /// A contract with this ref already exists.
     #[error("contract '{0}' already exists")]
     DuplicateReference(String),
@@ -56,6 +59,18 @@ pub enum StorageError {
     /// The database URL cannot be used.
     #[error("database url: {0}")]
     Url(String),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> StorageError {
+        StorageError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(error: sqlx::migrate::MigrateError) -> StorageError {
+        StorageError::Migration(error)
+    }
 }
 
 /// A contract as read from the database, valid or not.
@@ -465,5 +480,99 @@ pub fn redact_url(url: &str) -> String {
         }
         Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error;
+    use std::fmt;
+
+    use super::StorageError;
+
+    /// A database's own error, as a driver reports it.
+    #[derive(Debug)]
+    struct Refused;
+
+    impl fmt::Display for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("prepared statement \"s1\" does not exist")
+        }
+    }
+
+    impl Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "prepared statement \"s1\" does not exist"
+        }
+
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed("26000"))
+        }
+
+        fn as_error(&self) -> &(dyn Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A caller's error that names what it was doing and keeps the storage error as source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("contract 'C-1'")]
+    struct Caller {
+        #[source]
+        storage: StorageError,
+    }
+
+    /// The chain as an error report prints it: each error's text, then its source's, joined
+    /// by ": ".
+    fn chain(error: &dyn Error) -> String {
+        let mut parts = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(cause) = next {
+            parts.push(cause.to_string());
+            next = cause.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn a_database_error_is_printed_once_along_its_chain() {
+        let error = Caller {
+            storage: sqlx::Error::Database(Box::new(Refused)).into(),
+        };
+        let printed = chain(&error);
+        assert_eq!(
+            printed,
+            "contract 'C-1': error returned from database: prepared statement \"s1\" does not exist"
+        );
+        assert_eq!(printed.matches("does not exist").count(), 1, "{printed}");
+    }
+
+    #[test]
+    fn an_io_error_is_printed_once_along_its_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Caller {
+            storage: sqlx::Error::Io(refused).into(),
+        };
+        let printed = chain(&error);
+        let segments: Vec<&str> = printed.split(": ").collect();
+        let mut unique = segments.clone();
+        unique.dedup();
+        assert_eq!(segments, unique, "{printed}");
+        assert_eq!(printed.matches("refused").count(), 1, "{printed}");
     }
 }
