@@ -11,20 +11,20 @@
 
 pub mod postgres;
 mod rows;
+mod shared;
 pub mod sqlite;
 
-use std::borrow::Cow;
 use std::future::Future;
 
 use chrono::NaiveDate;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::contract::record::InvalidContract;
-use crate::contract::{Contract, ContractEvent, EventKind};
+use crate::contract::{Contract, ContractEvent};
 use crate::lifecycle::Job;
 use rows::ChangedParts;
 
 pub use postgres::{PostgresSettings, PostgresStore};
+pub use shared::RETRY_FAILED_RUN_AFTER_MS;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage.
@@ -412,63 +412,6 @@ pub trait ContractImport: Send {
 
     /// Commit everything inserted.
     fn commit(self) -> impl Future<Output = Result<(), StorageError>> + Send;
-}
-
-/// A migrator over one dialect's migrations, each (version, description, SQL), in order.
-pub(crate) fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(
-            migrations
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    }
-}
-
-/// The changes of a batch in rounds, each a list of indices into `changes`: a contract
-/// changed twice in one batch is applied in order, its n-th change in the n-th round.
-pub(crate) fn rounds(changes: &[ContractChange]) -> Vec<Vec<usize>> {
-    let mut rounds: Vec<Vec<usize>> = Vec::new();
-    let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
-    for (index, change) in changes.iter().enumerate() {
-        let occurrence = seen.entry(change.id).or_insert(0);
-        if rounds.len() <= *occurrence {
-            rounds.push(Vec::new());
-        }
-        rounds[*occurrence].push(index);
-        *occurrence += 1;
-    }
-    rounds
-}
-
-/// The transition key stored for an event: the rule's own key for daily jobs, or one made
-/// unique by the contract's new version for operator actions.
-pub(crate) fn transition_key(event: &ContractEvent, new_version: i64, index: usize) -> String {
-    match &event.transition_key {
-        Some(key) => key.clone(),
-        None => format!("v{new_version}:{index}:{}", event.kind),
-    }
-}
-
-/// The `imported` event of a new contract.
-pub(crate) fn imported_event(contract: &Contract, imported_on: NaiveDate) -> ContractEvent {
-    ContractEvent {
-        kind: EventKind::Imported,
-        effective_on: imported_on,
-        line_ref: None,
-        details: serde_json::json!({ "status": contract.status.as_str() }),
-        transition_key: Some("imported".to_string()),
-    }
 }
 
 /// Hide the password of a database URL, for logs and errors.

@@ -22,9 +22,12 @@ use super::rows::{
     ColumnValue, ContractColumn, ContractRow, ContractValues, LineRecordParts, LineRow,
     CONTRACT_COLUMNS,
 };
-use super::sqlite::finish_timing;
+use super::shared::{
+    all_applied, finish_timing, imported_event, migrations, outcome, rounds, run_status,
+    transition_key, IMPORT_CHUNK, LOOKUP_CHUNK,
+};
 use super::{
-    imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
+    BatchCursor, BatchProgress, CommitOutcome,
     ContractChange, ContractImport, ContractStore, LoadedContract, NewContract, RunClaim,
     RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
 };
@@ -34,26 +37,9 @@ use crate::lifecycle::Job;
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// How many contracts one import statement inserts.
-const IMPORT_CHUNK: usize = 1000;
-
-/// How many refs one `existing_references` query looks up.
-const LOOKUP_CHUNK: usize = 10_000;
-
 /// The PostgreSQL migrations, embedded in the binary.
 fn migrator() -> Migrator {
-    super::migrator(&[
-        (
-            1,
-            "schema",
-            include_str!("../../migrations/postgres/0001_schema.sql"),
-        ),
-        (
-            2,
-            "drop status index",
-            include_str!("../../migrations/postgres/0002_drop_status_index.sql"),
-        ),
-    ])
+    migrations!("postgres")
 }
 
 /// Connection settings for PostgreSQL.
@@ -1080,9 +1066,7 @@ impl ContractStore for PostgresStore {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(migrator()
-            .iter()
-            .all(|migration| versions.contains(&migration.version)))
+        Ok(all_applied(&migrator(), &versions))
     }
 
     type Import = PostgresImport;
@@ -1321,20 +1305,14 @@ impl ContractStore for PostgresStore {
             children.write(&mut tx).await?;
         }
         let mut events = EventArrays::default();
-        let mut outcome = CommitOutcome::default();
-        for (change, applied) in changes.iter().zip(&applied) {
-            if *applied {
-                outcome.applied += 1;
-                events.push(
-                    change.id,
-                    &change.contract.reference,
-                    change.expected_version + 1,
-                    &change.events,
-                );
-            } else {
-                outcome.conflicts += 1;
-            }
-        }
+        let outcome = outcome(changes, &applied, |change| {
+            events.push(
+                change.id,
+                &change.contract.reference,
+                change.expected_version + 1,
+                &change.events,
+            );
+        });
         let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
         events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
@@ -1414,7 +1392,7 @@ impl ContractStore for PostgresStore {
                 key,
                 run_id: row.try_get(3)?,
                 owner: row.try_get(4)?,
-                status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+                status: run_status(&status),
                 attempts: row.try_get(6)?,
                 batches: row.try_get(7)?,
                 counts: RunCounts {

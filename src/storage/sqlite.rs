@@ -20,8 +20,12 @@ use super::rows::{
     assemble, due_column, CancellationColumns, ChangedParts, ChildTable, Children, ColumnValue,
     ContractColumn, ContractRow, ContractValues, LineRecordParts, LineRow, CONTRACT_COLUMNS,
 };
+use super::shared::{
+    all_applied, finish_timing, imported_event, migrations, outcome, rounds, run_status,
+    transition_key, IMPORT_CHUNK, LOOKUP_CHUNK,
+};
 use super::{
-    imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
+    BatchCursor, BatchProgress, CommitOutcome,
     ContractChange, ContractImport, ContractStore, LoadedContract, NewContract, RunClaim,
     RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
 };
@@ -33,18 +37,7 @@ use crate::lifecycle::Job;
 
 /// The SQLite migrations, embedded in the binary.
 fn migrator() -> Migrator {
-    super::migrator(&[
-        (
-            1,
-            "schema",
-            include_str!("../../migrations/sqlite/0001_schema.sql"),
-        ),
-        (
-            2,
-            "drop status index",
-            include_str!("../../migrations/sqlite/0002_drop_status_index.sql"),
-        ),
-    ])
+    migrations!("sqlite")
 }
 
 /// Connection settings for SQLite.
@@ -299,12 +292,6 @@ fn contract_row(row: &SqliteRow, with_due: bool) -> Result<ContractRow, sqlx::Er
         },
     })
 }
-
-/// How many contracts one import statement inserts.
-const IMPORT_CHUNK: usize = 1000;
-
-/// How many refs one `existing_references` query looks up.
-const LOOKUP_CHUNK: usize = 10_000;
 
 // Writes go in batches: the rows of a whole batch travel as one JSON array bound to one
 // parameter and [`ROWS`] turns it back into rows inside SQLite, so a batch of a thousand
@@ -767,9 +754,7 @@ impl ContractStore for SqliteStore {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(migrator()
-            .iter()
-            .all(|migration| versions.contains(&migration.version)))
+        Ok(all_applied(&migrator(), &versions))
     }
 
     type Import = SqliteImport;
@@ -1010,20 +995,14 @@ impl ContractStore for SqliteStore {
             children.write(&mut tx).await?;
         }
         let mut events = EventRows::default();
-        let mut outcome = CommitOutcome::default();
-        for (change, applied) in changes.iter().zip(&applied) {
-            if *applied {
-                outcome.applied += 1;
-                events.push(
-                    change.id,
-                    &change.contract.reference,
-                    change.expected_version + 1,
-                    &change.events,
-                );
-            } else {
-                outcome.conflicts += 1;
-            }
-        }
+        let outcome = outcome(changes, &applied, |change| {
+            events.push(
+                change.id,
+                &change.contract.reference,
+                change.expected_version + 1,
+                &change.events,
+            );
+        });
         let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
         events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
@@ -1105,7 +1084,7 @@ impl ContractStore for SqliteStore {
                 key,
                 run_id: row.try_get(3)?,
                 owner: row.try_get(4)?,
-                status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+                status: run_status(&status),
                 attempts: row.try_get(6)?,
                 batches: row.try_get(7)?,
                 counts: RunCounts {
@@ -1129,19 +1108,5 @@ impl ContractStore for SqliteStore {
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
-    }
-}
-
-/// How long a failed run waits before a tick retries it.
-pub const RETRY_FAILED_RUN_AFTER_MS: i64 = 10_000;
-
-/// The lease and finish time written when a run ends: a succeeded run is closed; a failed one
-/// may be retried after a pause; a released one (`Running`, on shutdown) may be taken over at
-/// once by the next process.
-pub(crate) fn finish_timing(status: RunStatus, now_ms: i64) -> (i64, Option<i64>) {
-    match status {
-        RunStatus::Succeeded => (now_ms, Some(now_ms)),
-        RunStatus::Failed => (now_ms + RETRY_FAILED_RUN_AFTER_MS, Some(now_ms)),
-        RunStatus::Running => (0, None),
     }
 }
