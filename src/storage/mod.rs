@@ -9,6 +9,7 @@
 //! 2. every contract update is guarded by the version it was read at;
 //! 3. transition events have a unique key per contract.
 
+mod columns;
 pub mod postgres;
 mod rows;
 mod shared;
@@ -21,7 +22,7 @@ use chrono::NaiveDate;
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, ContractEvent};
 use crate::lifecycle::Job;
-use rows::ChangedParts;
+use columns::ChangedParts;
 
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use shared::RETRY_FAILED_RUN_AFTER_MS;
@@ -55,6 +56,19 @@ pub enum StorageError {
     LeaseLost {
         /// The attempt that lost its lease.
         run_id: String,
+    },
+    /// A stored value cannot be read as what its column holds (a row written by another
+    /// system): reported rather than replaced by a made-up value.
+    #[error("{table}.{column} of row {row}: '{value}' cannot be read")]
+    InvalidValue {
+        /// The table the row is in.
+        table: &'static str,
+        /// The column whose value is wrong.
+        column: &'static str,
+        /// Which row (its id, and what it belongs to).
+        row: String,
+        /// The value as stored.
+        value: String,
     },
     /// The database URL cannot be used.
     #[error("database url: {0}")]
