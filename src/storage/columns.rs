@@ -249,6 +249,8 @@ pub(crate) enum ColumnValue<'a> {
     Bool(Option<bool>),
 }
 
+/// Declares [`ContractColumn`] from one list of (variant, name, type), so a column is added
+/// in one place.
 macro_rules! contract_columns {
     ($($variant:ident => $name:literal : $kind:ident),+ $(,)?) => {
         /// The contract columns a write sets (all but `id`, `ref`, `version` and
@@ -304,14 +306,17 @@ contract_columns! {
     HasChildren => "has_children": Bool,
 }
 
+/// A text value.
 fn text(value: &str) -> ColumnValue<'_> {
     ColumnValue::Text(Some(Cow::Borrowed(value)))
 }
 
+/// A nullable text value.
 fn optional_text(value: Option<&str>) -> ColumnValue<'_> {
     ColumnValue::Text(value.map(Cow::Borrowed))
 }
 
+/// A period, stored as its text (`1M`, `1Y`…).
 fn period(value: Option<Period>) -> ColumnValue<'static> {
     ColumnValue::Text(value.map(|period| Cow::Owned(period.to_string())))
 }
@@ -373,6 +378,7 @@ impl ContractColumn {
         Column::new(self.name(), self.sql_type())
     }
 
+    /// The column's bit in [`ChangedParts`].
     fn bit(self) -> u32 {
         1 << (self as u32)
     }
@@ -455,6 +461,7 @@ impl ChildTable {
         }
     }
 
+    /// The table's bit in [`ChangedParts`].
     fn bit(self) -> u8 {
         1 << (self as u8)
     }

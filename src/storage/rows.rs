@@ -195,6 +195,7 @@ pub(crate) struct CancellationColumns {
 }
 
 impl CancellationColumns {
+    /// The columns of a contract or line row.
     fn decode(row: &impl StoredRow) -> Result<CancellationColumns, sqlx::Error> {
         Ok(CancellationColumns {
             received_on: row.optional_text("cancellation_received_on")?,
@@ -206,6 +207,8 @@ impl CancellationColumns {
         })
     }
 
+    /// The pending cancellation as the import parser takes it; none when both dates are
+    /// NULL.
     fn record(self) -> Option<CancellationRecord> {
         match (self.received_on, self.end_date) {
             (None, None) => None,

@@ -54,6 +54,7 @@ fn unnest(columns: &[(&str, &str)], first: usize, alias: &str) -> String {
     )
 }
 
+/// `c1, c2, …` over `columns`.
 fn names(columns: &[(&str, &str)]) -> String {
     columns
         .iter()
@@ -80,6 +81,7 @@ struct CancellationArrays {
 }
 
 impl CancellationArrays {
+    /// The pending cancellation of one contract or line.
     fn push(&mut self, cancellation: Option<&Cancellation>) {
         self.received_on.push(cancellation.map(|c| c.received_on));
         self.end_date.push(cancellation.map(|c| c.end_date));
@@ -92,6 +94,7 @@ impl CancellationArrays {
             .push(cancellation.map(|c| c.restore_auto_extend));
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         query
             .bind(self.received_on)
@@ -124,12 +127,16 @@ fn typed(columns: &[Column]) -> Vec<(&'static str, &'static str)> {
 
 /// One contract column's values for many contracts, as one typed array.
 enum ColumnArray {
+    /// A text column's values.
     Text(Vec<Option<String>>),
+    /// A date column's values.
     Date(Vec<Option<NaiveDate>>),
+    /// A boolean column's values.
     Bool(Vec<Option<bool>>),
 }
 
 impl ColumnArray {
+    /// An empty array for `column`, of its type.
     fn new(column: ContractColumn, capacity: usize) -> ColumnArray {
         match column.sql_type() {
             SqlType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
@@ -141,6 +148,7 @@ impl ColumnArray {
         }
     }
 
+    /// One contract's value.
     fn push(&mut self, value: ColumnValue<'_>) {
         match (self, value) {
             (ColumnArray::Text(values), ColumnValue::Text(text)) => {
@@ -153,6 +161,7 @@ impl ColumnArray {
         }
     }
 
+    /// A NULL.
     fn push_null(&mut self) {
         match self {
             ColumnArray::Text(values) => values.push(None),
@@ -161,6 +170,7 @@ impl ColumnArray {
         }
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         match self {
             ColumnArray::Text(values) => query.bind(values),
@@ -180,6 +190,7 @@ struct ContractArrays {
 }
 
 impl ContractArrays {
+    /// Empty arrays for `columns`.
     fn new(columns: impl Iterator<Item = ContractColumn>, capacity: usize) -> ContractArrays {
         ContractArrays {
             reference: Vec::with_capacity(capacity),
@@ -189,6 +200,7 @@ impl ContractArrays {
         }
     }
 
+    /// One contract's values.
     fn push(&mut self, values: &ContractValues<'_>) {
         self.reference.push(values.contract.reference.clone());
         for (column, array) in &mut self.columns {
@@ -255,7 +267,9 @@ fn update_contracts_sql(values: &ContractArrays) -> String {
     )
 }
 
+/// See [`insert_children_sql`].
 static INSERT_CHILDREN_SQL: LazyLock<String> = LazyLock::new(insert_children_sql);
+/// See [`delete_children_sql`].
 static DELETE_CHILDREN_SQL: LazyLock<String> = LazyLock::new(delete_children_sql);
 
 /// One statement inserting the children of many contracts into all five tables.
@@ -395,6 +409,7 @@ struct ReferenceArrays {
 }
 
 impl ReferenceArrays {
+    /// The entries of one contract, in order.
     fn push(&mut self, contract_id: i64, entries: impl Iterator<Item = (String, &'static str)>) {
         for (position, (reference, status)) in entries.enumerate() {
             self.contract_id.push(contract_id);
@@ -404,6 +419,7 @@ impl ReferenceArrays {
         }
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         query
             .bind(self.contract_id)
@@ -589,6 +605,7 @@ struct EventArrays {
 }
 
 impl EventArrays {
+    /// The events of one contract, its update taking it to `new_version`.
     fn push(
         &mut self,
         contract_id: i64,

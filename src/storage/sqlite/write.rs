@@ -121,6 +121,7 @@ static DELETE_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
+/// A date as an element of a row array: `YYYY-MM-DD` text, or null.
 fn date_json(date: Option<NaiveDate>) -> Value {
     date.map(format_date).into()
 }
@@ -273,6 +274,7 @@ struct EventRows {
 }
 
 impl EventRows {
+    /// The events of one contract, its update taking it to `new_version`.
     fn push(
         &mut self,
         contract_id: i64,
