@@ -10,7 +10,7 @@ mod support;
 use chrono::NaiveDate;
 use contractd::contract::{Contract, ContractEvent, ContractStatus, EventKind};
 use contractd::lifecycle::{DueDates, Job};
-use contractd::storage::sqlite::RETRY_FAILED_RUN_AFTER_MS;
+use contractd::storage::RETRY_FAILED_RUN_AFTER_MS;
 use contractd::storage::{
     BatchCursor, BatchProgress, CommitOutcome, ContractChange, ContractImport, ContractStore,
     LoadedContract, NewContract, RunClaim, RunCounts, RunKey, RunStatus, StorageError,

@@ -9,33 +9,37 @@
 //! 2. every contract update is guarded by the version it was read at;
 //! 3. transition events have a unique key per contract.
 
+mod columns;
 pub mod postgres;
 mod rows;
+mod shared;
 pub mod sqlite;
 
-use std::borrow::Cow;
 use std::future::Future;
 
 use chrono::NaiveDate;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::contract::record::InvalidContract;
-use crate::contract::{Contract, ContractEvent, EventKind};
+use crate::contract::{Contract, ContractEvent};
 use crate::lifecycle::Job;
-use rows::ChangedParts;
+use columns::ChangedParts;
 
 pub use postgres::{PostgresSettings, PostgresStore};
+pub use shared::RETRY_FAILED_RUN_AFTER_MS;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The database refused or could not be reached.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// A schema migration failed.
-    #[error(transparent)]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database refused or could not be reached. The text is sqlx's, which already ends
+    /// with its cause's text (the database's message, the I/O error…), so the cause is not
+    /// also offered as `source()`: a chain printed link by link would repeat it.
+    #[error("{0}")]
+    Database(sqlx::Error),
+    /// A schema migration failed; as for [`StorageError::Database`], its text already holds
+    /// its cause's, so there is no `source()`.
+    #[error("{0}")]
+    Migration(sqlx::migrate::MigrateError),
     /// A contract with this ref already exists.
     #[error("contract '{0}' already exists")]
     DuplicateReference(String),
@@ -53,9 +57,34 @@ pub enum StorageError {
         /// The attempt that lost its lease.
         run_id: String,
     },
+    /// A stored value cannot be read as what its column holds (a row written by another
+    /// system): reported rather than replaced by a made-up value.
+    #[error("{table}.{column} of row {row}: '{value}' cannot be read")]
+    InvalidValue {
+        /// The table the row is in.
+        table: &'static str,
+        /// The column whose value is wrong.
+        column: &'static str,
+        /// Which row (its id, and what it belongs to).
+        row: String,
+        /// The value as stored.
+        value: String,
+    },
     /// The database URL cannot be used.
     #[error("database url: {0}")]
     Url(String),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> StorageError {
+        StorageError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(error: sqlx::migrate::MigrateError) -> StorageError {
+        StorageError::Migration(error)
+    }
 }
 
 /// A contract as read from the database, valid or not.
@@ -399,63 +428,6 @@ pub trait ContractImport: Send {
     fn commit(self) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
 
-/// A migrator over one dialect's migrations, each (version, description, SQL), in order.
-pub(crate) fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(
-            migrations
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    }
-}
-
-/// The changes of a batch in rounds, each a list of indices into `changes`: a contract
-/// changed twice in one batch is applied in order, its n-th change in the n-th round.
-pub(crate) fn rounds(changes: &[ContractChange]) -> Vec<Vec<usize>> {
-    let mut rounds: Vec<Vec<usize>> = Vec::new();
-    let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
-    for (index, change) in changes.iter().enumerate() {
-        let occurrence = seen.entry(change.id).or_insert(0);
-        if rounds.len() <= *occurrence {
-            rounds.push(Vec::new());
-        }
-        rounds[*occurrence].push(index);
-        *occurrence += 1;
-    }
-    rounds
-}
-
-/// The transition key stored for an event: the rule's own key for daily jobs, or one made
-/// unique by the contract's new version for operator actions.
-pub(crate) fn transition_key(event: &ContractEvent, new_version: i64, index: usize) -> String {
-    match &event.transition_key {
-        Some(key) => key.clone(),
-        None => format!("v{new_version}:{index}:{}", event.kind),
-    }
-}
-
-/// The `imported` event of a new contract.
-pub(crate) fn imported_event(contract: &Contract, imported_on: NaiveDate) -> ContractEvent {
-    ContractEvent {
-        kind: EventKind::Imported,
-        effective_on: imported_on,
-        line_ref: None,
-        details: serde_json::json!({ "status": contract.status.as_str() }),
-        transition_key: Some("imported".to_string()),
-    }
-}
-
 /// Hide the password of a database URL, for logs and errors.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -465,5 +437,99 @@ pub fn redact_url(url: &str) -> String {
         }
         Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::error::Error;
+    use std::fmt;
+
+    use super::StorageError;
+
+    /// A database's own error, as a driver reports it.
+    #[derive(Debug)]
+    struct Refused;
+
+    impl fmt::Display for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("prepared statement \"s1\" does not exist")
+        }
+    }
+
+    impl Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "prepared statement \"s1\" does not exist"
+        }
+
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed("26000"))
+        }
+
+        fn as_error(&self) -> &(dyn Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A caller's error that names what it was doing and keeps the storage error as source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("contract 'C-1'")]
+    struct Caller {
+        #[source]
+        storage: StorageError,
+    }
+
+    /// The chain as an error report prints it: each error's text, then its source's, joined
+    /// by ": ".
+    fn chain(error: &dyn Error) -> String {
+        let mut parts = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(cause) = next {
+            parts.push(cause.to_string());
+            next = cause.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn a_database_error_is_printed_once_along_its_chain() {
+        let error = Caller {
+            storage: sqlx::Error::Database(Box::new(Refused)).into(),
+        };
+        let printed = chain(&error);
+        assert_eq!(
+            printed,
+            "contract 'C-1': error returned from database: prepared statement \"s1\" does not exist"
+        );
+        assert_eq!(printed.matches("does not exist").count(), 1, "{printed}");
+    }
+
+    #[test]
+    fn an_io_error_is_printed_once_along_its_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Caller {
+            storage: sqlx::Error::Io(refused).into(),
+        };
+        let printed = chain(&error);
+        let segments: Vec<&str> = printed.split(": ").collect();
+        let mut unique = segments.clone();
+        unique.dedup();
+        assert_eq!(segments, unique, "{printed}");
+        assert_eq!(printed.matches("refused").count(), 1, "{printed}");
     }
 }

@@ -1,69 +1,214 @@
-//! Rows shared by both databases: reading them back into contracts (through the same
-//! parser as import, so a row written by another system is checked by the same rules) and
-//! the column values written for a contract.
+//! Reading rows back, the same way on both databases: one decoder per table, by column name
+//! (the names of `columns.rs`), then contracts assembled through the same parser as import,
+//! so a row written by another system is checked by the same rules.
+//!
+//! Each dialect selects columns so that they decode to the same Rust types on both (dates
+//! and JSON as text; see [`super::columns::Dialect`]), so one decoder serves both.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::LoadedContract;
-use crate::calendar::Period;
+use super::columns::{ChildTable, DUE};
+use super::shared::run_status;
+use super::{
+    BatchCursor, LoadedContract, RunClaim, RunCounts, RunKey, RunRecord, StorageError, StoredEvent,
+};
 use crate::contract::record::{
     parse_date, CancellationRecord, ContractRecord, DocumentRecord, LineRecord, ParseDefaults,
     ReferenceRecord, ScheduleRecord,
 };
-use crate::contract::Contract;
-use crate::lifecycle::DueDates;
+use crate::lifecycle::Job;
 
-/// The contract columns, in the order of [`CONTRACT_COLUMNS`].
-pub(crate) const CONTRACT_COLUMNS: &str = "id, ref, version, customer, status, time_zone, \
-    start_date, end_date, initial_term, original_end_date, minimum_term_end, notice_period, \
-    cancellation_window, auto_extend, extension_term, proration, end_reason, end_notes, \
-    cancellation_received_on, cancellation_end_date, cancellation_reason, cancellation_notes, \
-    cancellation_final_invoice, cancellation_restore_auto_extend, cancellation_date, \
-    latest_cancellation_date, has_children";
+/// A row of either database, read by column name. It bundles the bounds sqlx needs to
+/// decode the types both dialects select (text, 64-bit integers, booleans, each maybe
+/// NULL), so that a decoder is written once, generic over the database.
+pub(crate) trait StoredRow {
+    /// A text column.
+    fn text(&self, column: &'static str) -> Result<String, sqlx::Error>;
+    /// A nullable text column.
+    fn optional_text(&self, column: &'static str) -> Result<Option<String>, sqlx::Error>;
+    /// An integer column.
+    fn integer(&self, column: &'static str) -> Result<i64, sqlx::Error>;
+    /// A nullable integer column.
+    fn optional_integer(&self, column: &'static str) -> Result<Option<i64>, sqlx::Error>;
+    /// A boolean column.
+    fn flag(&self, column: &'static str) -> Result<bool, sqlx::Error>;
+    /// A nullable boolean column.
+    fn optional_flag(&self, column: &'static str) -> Result<Option<bool>, sqlx::Error>;
+}
 
-/// A contract row with dates as text (PostgreSQL dates are formatted by its module).
+impl<R> StoredRow for R
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &'static str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn optional_text(&self, column: &'static str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn integer(&self, column: &'static str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn optional_integer(&self, column: &'static str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn flag(&self, column: &'static str) -> Result<bool, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn optional_flag(&self, column: &'static str) -> Result<Option<bool>, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+/// A contract row with dates as text, as the import parser takes them.
 #[derive(Debug, Default)]
 pub(crate) struct ContractRow {
+    /// `id`.
     pub id: i64,
+    /// `ref`.
     pub reference: String,
+    /// `version`.
     pub version: i64,
+    /// `customer`.
     pub customer: String,
+    /// `status`.
     pub status: String,
+    /// `time_zone`.
     pub time_zone: String,
+    /// `start_date`.
     pub start_date: String,
+    /// `end_date`.
     pub end_date: Option<String>,
+    /// `initial_term`.
     pub initial_term: Option<String>,
+    /// `original_end_date`.
     pub original_end_date: Option<String>,
+    /// `minimum_term_end`.
     pub minimum_term_end: Option<String>,
+    /// `notice_period`.
     pub notice_period: String,
+    /// `cancellation_window`.
     pub cancellation_window: String,
+    /// `auto_extend`.
     pub auto_extend: bool,
+    /// `extension_term`.
     pub extension_term: Option<String>,
+    /// `proration`.
     pub proration: String,
+    /// `end_reason`.
     pub end_reason: Option<String>,
+    /// `end_notes`.
     pub end_notes: Option<String>,
+    /// The six `cancellation_*` columns of a pending cancellation.
     pub cancellation: CancellationColumns,
+    /// `cancellation_date`: computed, stored so reads need not recompute it.
     pub cancellation_date: Option<String>,
+    /// `latest_cancellation_date`: computed, stored likewise.
     pub latest_cancellation_date: Option<String>,
+    /// `has_children`: whether the child tables need to be read.
     pub has_children: bool,
+    /// The due date the row was selected by, when a job selected it.
     pub due: Option<NaiveDate>,
 }
 
-/// The six columns of a pending cancellation (contract or line).
+impl ContractRow {
+    /// Decode a contract row; `with_due` when it was selected with its due date.
+    pub fn decode(row: &impl StoredRow, with_due: bool) -> Result<ContractRow, sqlx::Error> {
+        Ok(ContractRow {
+            id: row.integer("id")?,
+            reference: row.text("ref")?,
+            version: row.integer("version")?,
+            customer: row.text("customer")?,
+            status: row.text("status")?,
+            time_zone: row.text("time_zone")?,
+            start_date: row.text("start_date")?,
+            end_date: row.optional_text("end_date")?,
+            initial_term: row.optional_text("initial_term")?,
+            original_end_date: row.optional_text("original_end_date")?,
+            minimum_term_end: row.optional_text("minimum_term_end")?,
+            notice_period: row.text("notice_period")?,
+            cancellation_window: row.text("cancellation_window")?,
+            auto_extend: row.flag("auto_extend")?,
+            extension_term: row.optional_text("extension_term")?,
+            proration: row.text("proration")?,
+            end_reason: row.optional_text("end_reason")?,
+            end_notes: row.optional_text("end_notes")?,
+            cancellation: CancellationColumns::decode(row)?,
+            cancellation_date: row.optional_text("cancellation_date")?,
+            latest_cancellation_date: row.optional_text("latest_cancellation_date")?,
+            has_children: row.flag("has_children")?,
+            due: if with_due {
+                row.optional_text(DUE)?.as_deref().and_then(parse_date)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Decode contract rows; `with_due` when they were selected with their due date.
+    pub fn decode_all(
+        rows: &[impl StoredRow],
+        with_due: bool,
+    ) -> Result<Vec<ContractRow>, sqlx::Error> {
+        rows.iter()
+            .map(|row| ContractRow::decode(row, with_due))
+            .collect()
+    }
+
+    /// The ids of the contracts among `rows` that have rows in child tables: the only ones
+    /// the child queries need to ask for.
+    pub fn ids_with_children(rows: &[ContractRow]) -> Vec<i64> {
+        rows.iter()
+            .filter(|row| row.has_children)
+            .map(|row| row.id)
+            .collect()
+    }
+}
+
+/// The six columns of a pending cancellation (contract or line: same names in both tables).
 #[derive(Debug, Default)]
 pub(crate) struct CancellationColumns {
+    /// `cancellation_received_on`.
     pub received_on: Option<String>,
+    /// `cancellation_end_date`.
     pub end_date: Option<String>,
+    /// `cancellation_reason`.
     pub reason: Option<String>,
+    /// `cancellation_notes`.
     pub notes: Option<String>,
+    /// `cancellation_final_invoice`.
     pub final_invoice: Option<bool>,
+    /// `cancellation_restore_auto_extend`.
     pub restore_auto_extend: Option<bool>,
 }
 
 impl CancellationColumns {
+    /// The columns of a contract or line row.
+    fn decode(row: &impl StoredRow) -> Result<CancellationColumns, sqlx::Error> {
+        Ok(CancellationColumns {
+            received_on: row.optional_text("cancellation_received_on")?,
+            end_date: row.optional_text("cancellation_end_date")?,
+            reason: row.optional_text("cancellation_reason")?,
+            notes: row.optional_text("cancellation_notes")?,
+            final_invoice: row.optional_flag("cancellation_final_invoice")?,
+            restore_auto_extend: row.optional_flag("cancellation_restore_auto_extend")?,
+        })
+    }
+
+    /// The pending cancellation as the import parser takes it; none when both dates are
+    /// NULL.
     fn record(self) -> Option<CancellationRecord> {
         match (self.received_on, self.end_date) {
             (None, None) => None,
@@ -79,65 +224,107 @@ impl CancellationColumns {
     }
 }
 
-/// A line row with its contract id.
-#[derive(Debug)]
-pub(crate) struct LineRow {
-    pub contract_id: i64,
-    pub record: LineRecordParts,
+/// A `contract_lines` row.
+fn line(row: &impl StoredRow) -> Result<LineRecord, sqlx::Error> {
+    Ok(LineRecord {
+        reference: row.text("ref")?,
+        description: row.text("description")?,
+        kind: row.text("kind")?,
+        billable: row.flag("billable")?,
+        start_date: row.text("start_date")?,
+        end_date: row.optional_text("end_date")?,
+        status: Some(row.text("status")?),
+        amount_minor: row.integer("amount_minor")?,
+        currency: row.text("currency")?,
+        billing_period: row.optional_text("billing_period")?,
+        auto_extend: row.flag("auto_extend")?,
+        cancellation: CancellationColumns::decode(row)?.record(),
+    })
 }
 
-/// The columns of a line row.
-#[derive(Debug)]
-pub(crate) struct LineRecordParts {
-    pub reference: String,
-    pub description: String,
-    pub kind: String,
-    pub billable: bool,
-    pub start_date: String,
-    pub end_date: Option<String>,
-    pub status: String,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub billing_period: Option<String>,
-    pub auto_extend: bool,
-    pub cancellation: CancellationColumns,
+/// A `billing_schedules` row.
+fn schedule(row: &impl StoredRow) -> Result<ScheduleRecord, sqlx::Error> {
+    Ok(ScheduleRecord {
+        line_ref: row.text("line_ref")?,
+        period_start: row.text("period_start")?,
+        period_end: row.text("period_end")?,
+        amount_minor: row.integer("amount_minor")?,
+        status: row.text("status")?,
+        document: row.optional_text("document")?,
+    })
+}
+
+/// A `billing_documents` row.
+fn document(row: &impl StoredRow) -> Result<DocumentRecord, sqlx::Error> {
+    Ok(DocumentRecord {
+        reference: row.text("ref")?,
+        kind: row.text("kind")?,
+        status: row.text("status")?,
+        consolidated: row.flag("consolidated")?,
+        amount_minor: row.integer("amount_minor")?,
+        currency: row.text("currency")?,
+    })
+}
+
+/// A `renewals` or `change_requests` row.
+fn reference(row: &impl StoredRow) -> Result<ReferenceRecord, sqlx::Error> {
+    Ok(ReferenceRecord {
+        reference: row.text("ref")?,
+        status: row.text("status")?,
+    })
 }
 
 /// Children of a set of contracts, by contract id.
 #[derive(Debug, Default)]
 pub(crate) struct Children {
+    /// Lines, in position order.
     pub lines: HashMap<i64, Vec<LineRecord>>,
+    /// Billing schedules, in position order.
     pub schedules: HashMap<i64, Vec<ScheduleRecord>>,
+    /// Billing documents, in position order.
     pub documents: HashMap<i64, Vec<DocumentRecord>>,
+    /// Renewals, in position order.
     pub renewals: HashMap<i64, Vec<ReferenceRecord>>,
+    /// Change requests, in position order.
     pub change_requests: HashMap<i64, Vec<ReferenceRecord>>,
 }
 
 impl Children {
-    pub fn add_line(&mut self, row: LineRow) {
-        let parts = row.record;
-        self.lines
-            .entry(row.contract_id)
-            .or_default()
-            .push(LineRecord {
-                reference: parts.reference,
-                description: parts.description,
-                kind: parts.kind,
-                billable: parts.billable,
-                start_date: parts.start_date,
-                end_date: parts.end_date,
-                status: Some(parts.status),
-                amount_minor: parts.amount_minor,
-                currency: parts.currency,
-                billing_period: parts.billing_period,
-                auto_extend: parts.auto_extend,
-                cancellation: parts.cancellation.record(),
-            });
+    /// Add the rows read from `table` (in contract, position order), each under its
+    /// `contract_id`.
+    pub fn add(&mut self, table: ChildTable, rows: &[impl StoredRow]) -> Result<(), sqlx::Error> {
+        for row in rows {
+            let id = row.integer("contract_id")?;
+            match table {
+                ChildTable::Lines => self.lines.entry(id).or_default().push(line(row)?),
+                ChildTable::Schedules => {
+                    self.schedules.entry(id).or_default().push(schedule(row)?);
+                }
+                ChildTable::Documents => {
+                    self.documents.entry(id).or_default().push(document(row)?);
+                }
+                ChildTable::Renewals => {
+                    self.renewals.entry(id).or_default().push(reference(row)?);
+                }
+                ChildTable::ChangeRequests => {
+                    let requests = self.change_requests.entry(id).or_default();
+                    requests.push(reference(row)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turn contract rows and their children into contracts, checked by the import rules.
+    pub fn assemble(mut self, rows: Vec<ContractRow>) -> Vec<LoadedContract> {
+        rows.into_iter()
+            .map(|row| assemble(row, &mut self))
+            .collect()
     }
 }
 
 /// Turn a row and its children into a contract, checked by the import rules.
-pub(crate) fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
+fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
     let id = row.id;
     let cancellation = std::mem::take(&mut row.cancellation).record();
     let record = ContractRecord {
@@ -185,370 +372,87 @@ pub(crate) fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedC
     }
 }
 
-/// A contract with the stored values derived from it (due dates, whether it has children).
-pub(crate) struct ContractValues<'a> {
-    pub contract: &'a Contract,
-    pub due: DueDates,
-    pub has_children: bool,
-}
-
-impl<'a> ContractValues<'a> {
-    pub fn of(contract: &'a Contract) -> Self {
-        ContractValues {
-            contract,
-            due: DueDates::of(contract),
-            has_children: ChildTable::ALL.iter().any(|table| table.has_rows(contract)),
-        }
-    }
-}
-
-/// The SQL type of a contract column (SQLite stores dates as text, booleans as integers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ColumnType {
-    Text,
-    Date,
-    Bool,
-}
-
-/// One contract column's value, as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ColumnValue<'a> {
-    Text(Option<Cow<'a, str>>),
-    Date(Option<NaiveDate>),
-    Bool(Option<bool>),
-}
-
-macro_rules! contract_columns {
-    ($($variant:ident => $name:literal : $kind:ident),+ $(,)?) => {
-        /// The contract columns a write sets (all but `id`, `ref`, `version` and
-        /// `updated_at_ms`), in table order.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub(crate) enum ContractColumn { $($variant),+ }
-
-        impl ContractColumn {
-            /// Every column, in table order; a column's index is its bit in [`ChangedParts`].
-            pub const ALL: &'static [ContractColumn] = &[$(ContractColumn::$variant),+];
-
-            /// The column's name.
-            pub fn name(self) -> &'static str {
-                match self { $(ContractColumn::$variant => $name),+ }
-            }
-
-            /// The column's SQL type.
-            pub fn sql_type(self) -> ColumnType {
-                match self { $(ContractColumn::$variant => ColumnType::$kind),+ }
-            }
-        }
+/// A `contract_events` row of the contract `contract_ref`. A date that is not one is an
+/// error naming the row: the history must not show a made-up date.
+pub(crate) fn event(row: &impl StoredRow, contract_ref: &str) -> Result<StoredEvent, StorageError> {
+    let effective_on = row.text("effective_on")?;
+    let Some(date) = parse_date(&effective_on) else {
+        return Err(StorageError::InvalidValue {
+            table: "contract_events",
+            column: "effective_on",
+            row: format!("id {} (contract '{contract_ref}')", row.integer("id")?),
+            value: effective_on,
+        });
     };
+    let details = row.text("details")?;
+    Ok(StoredEvent {
+        kind: row.text("kind")?,
+        effective_on: date,
+        line_ref: row.optional_text("line_ref")?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        transition_key: row.text("transition_key")?,
+        run_id: row.optional_text("run_id")?,
+        recorded_at_ms: row.integer("recorded_at_ms")?,
+    })
 }
 
-contract_columns! {
-    Customer => "customer": Text,
-    Status => "status": Text,
-    TimeZone => "time_zone": Text,
-    StartDate => "start_date": Date,
-    EndDate => "end_date": Date,
-    InitialTerm => "initial_term": Text,
-    OriginalEndDate => "original_end_date": Date,
-    MinimumTermEnd => "minimum_term_end": Date,
-    NoticePeriod => "notice_period": Text,
-    CancellationWindow => "cancellation_window": Text,
-    AutoExtend => "auto_extend": Bool,
-    ExtensionTerm => "extension_term": Text,
-    Proration => "proration": Text,
-    EndReason => "end_reason": Text,
-    EndNotes => "end_notes": Text,
-    CancellationReceivedOn => "cancellation_received_on": Date,
-    CancellationEndDate => "cancellation_end_date": Date,
-    CancellationReason => "cancellation_reason": Text,
-    CancellationNotes => "cancellation_notes": Text,
-    CancellationFinalInvoice => "cancellation_final_invoice": Bool,
-    CancellationRestoreAutoExtend => "cancellation_restore_auto_extend": Bool,
-    CancellationDate => "cancellation_date": Date,
-    LatestCancellationDate => "latest_cancellation_date": Date,
-    DueCancellationOn => "due_cancellation_on": Date,
-    DueExtensionOn => "due_extension_on": Date,
-    DueExpiryOn => "due_expiry_on": Date,
-    DueRefreshOn => "due_refresh_on": Date,
-    HasChildren => "has_children": Bool,
+/// The key of a `job_runs` row; `None` for a job or date this version cannot read (a row
+/// written by another version), which the listings leave out.
+pub(crate) fn run_key(row: &impl StoredRow) -> Result<Option<RunKey>, sqlx::Error> {
+    let job = row.text("job")?;
+    let zone = row.text("zone")?;
+    let date = row.text("business_date")?;
+    Ok(match (Job::parse(&job), parse_date(&date)) {
+        (Some(job), Some(business_date)) => Some(RunKey {
+            job,
+            zone,
+            business_date,
+        }),
+        _ => None,
+    })
 }
 
-fn text(value: &str) -> ColumnValue<'_> {
-    ColumnValue::Text(Some(Cow::Borrowed(value)))
+/// A `job_runs` row as listed; `None` when its key cannot be read ([`run_key`]).
+pub(crate) fn run_record(row: &impl StoredRow) -> Result<Option<RunRecord>, sqlx::Error> {
+    let Some(key) = run_key(row)? else {
+        return Ok(None);
+    };
+    Ok(Some(RunRecord {
+        key,
+        run_id: row.text("run_id")?,
+        owner: row.text("owner")?,
+        status: run_status(&row.text("status")?),
+        attempts: row.integer("attempts")?,
+        batches: row.integer("batches")?,
+        counts: run_counts(row)?,
+        error: row.optional_text("error")?,
+        started_at_ms: row.integer("started_at_ms")?,
+        finished_at_ms: row.optional_integer("finished_at_ms")?,
+    }))
 }
 
-fn optional_text(value: Option<&str>) -> ColumnValue<'_> {
-    ColumnValue::Text(value.map(Cow::Borrowed))
+/// The counts of a `job_runs` row.
+fn run_counts(row: &impl StoredRow) -> Result<RunCounts, sqlx::Error> {
+    Ok(RunCounts {
+        examined: row.integer("examined")?,
+        changed: row.integer("changed")?,
+        skipped: row.integer("skipped")?,
+    })
 }
 
-fn period(value: Option<Period>) -> ColumnValue<'static> {
-    ColumnValue::Text(value.map(|period| Cow::Owned(period.to_string())))
-}
-
-impl ContractColumn {
-    /// The value this column gets for a contract.
-    pub fn value<'a>(self, values: &ContractValues<'a>) -> ColumnValue<'a> {
-        use ContractColumn as C;
-        let contract = values.contract;
-        let pending = contract.cancellation.as_ref();
-        match self {
-            C::Customer => text(&contract.customer),
-            C::Status => text(contract.status.as_str()),
-            C::TimeZone => text(contract.time_zone.name()),
-            C::StartDate => ColumnValue::Date(Some(contract.start_date)),
-            C::EndDate => ColumnValue::Date(contract.end_date),
-            C::InitialTerm => period(contract.initial_term),
-            C::OriginalEndDate => ColumnValue::Date(contract.original_end_date),
-            C::MinimumTermEnd => ColumnValue::Date(contract.minimum_term_end),
-            C::NoticePeriod => period(Some(contract.notice_period)),
-            C::CancellationWindow => text(contract.cancellation_window.as_str()),
-            C::AutoExtend => ColumnValue::Bool(Some(contract.auto_extend)),
-            C::ExtensionTerm => period(contract.extension_term),
-            C::Proration => text(contract.proration.as_str()),
-            C::EndReason => optional_text(contract.end_reason.as_deref()),
-            C::EndNotes => optional_text(contract.end_notes.as_deref()),
-            C::CancellationReceivedOn => ColumnValue::Date(pending.map(|c| c.received_on)),
-            C::CancellationEndDate => ColumnValue::Date(pending.map(|c| c.end_date)),
-            C::CancellationReason => optional_text(pending.and_then(|c| c.reason.as_deref())),
-            C::CancellationNotes => optional_text(pending.and_then(|c| c.notes.as_deref())),
-            C::CancellationFinalInvoice => ColumnValue::Bool(pending.map(|c| c.final_invoice)),
-            C::CancellationRestoreAutoExtend => {
-                ColumnValue::Bool(pending.map(|c| c.restore_auto_extend))
-            }
-            C::CancellationDate => ColumnValue::Date(contract.cancellation_date),
-            C::LatestCancellationDate => ColumnValue::Date(contract.latest_cancellation_date),
-            C::DueCancellationOn => ColumnValue::Date(values.due.cancellation),
-            C::DueExtensionOn => ColumnValue::Date(values.due.extension),
-            C::DueExpiryOn => ColumnValue::Date(values.due.expiry),
-            C::DueRefreshOn => ColumnValue::Date(values.due.refresh),
-            C::HasChildren => ColumnValue::Bool(Some(values.has_children)),
-        }
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-}
-
-/// The child tables, in the order both dialects write them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChildTable {
-    Lines,
-    Schedules,
-    Documents,
-    Renewals,
-    ChangeRequests,
-}
-
-impl ChildTable {
-    /// Every child table; a table's index is its bit in [`ChangedParts`].
-    pub const ALL: [ChildTable; 5] = [
-        ChildTable::Lines,
-        ChildTable::Schedules,
-        ChildTable::Documents,
-        ChildTable::Renewals,
-        ChildTable::ChangeRequests,
-    ];
-
-    /// The table's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ChildTable::Lines => "contract_lines",
-            ChildTable::Schedules => "billing_schedules",
-            ChildTable::Documents => "billing_documents",
-            ChildTable::Renewals => "renewals",
-            ChildTable::ChangeRequests => "change_requests",
-        }
-    }
-
-    /// Whether the contract has rows in this table.
-    pub fn has_rows(self, contract: &Contract) -> bool {
-        match self {
-            ChildTable::Lines => !contract.lines.is_empty(),
-            ChildTable::Schedules => !contract.schedules.is_empty(),
-            ChildTable::Documents => !contract.documents.is_empty(),
-            ChildTable::Renewals => !contract.renewals.is_empty(),
-            ChildTable::ChangeRequests => !contract.change_requests.is_empty(),
-        }
-    }
-
-    /// Whether the table's rows of two states of a contract differ.
-    fn differs(self, before: &Contract, after: &Contract) -> bool {
-        match self {
-            ChildTable::Lines => before.lines != after.lines,
-            ChildTable::Schedules => before.schedules != after.schedules,
-            ChildTable::Documents => before.documents != after.documents,
-            ChildTable::Renewals => before.renewals != after.renewals,
-            ChildTable::ChangeRequests => before.change_requests != after.change_requests,
-        }
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// Which contract columns and child tables a change writes: exactly those whose stored values
-/// differ between the state it was computed from and the new state. Changes with the same
-/// parts are written by one statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) struct ChangedParts {
-    /// One bit per [`ContractColumn`].
-    columns: u32,
-    /// One bit per [`ChildTable`].
-    tables: u8,
-}
-
-impl ChangedParts {
-    /// What differs between `before` (the stored state) and `after`.
-    pub(crate) fn between(before: &Contract, after: &Contract) -> ChangedParts {
-        let (old, new) = (ContractValues::of(before), ContractValues::of(after));
-        let mut parts = ChangedParts::default();
-        for column in ContractColumn::ALL {
-            if column.value(&old) != column.value(&new) {
-                parts.columns |= column.bit();
-            }
-        }
-        for table in ChildTable::ALL {
-            if table.differs(before, after) {
-                parts.tables |= table.bit();
-            }
-        }
-        parts
-    }
-
-    /// Every column and every child table (a new contract).
-    pub(crate) fn everything() -> ChangedParts {
-        ChangedParts {
-            columns: ContractColumn::ALL
-                .iter()
-                .fold(0, |bits, column| bits | column.bit()),
-            tables: ChildTable::ALL
-                .iter()
-                .fold(0, |bits, table| bits | table.bit()),
-        }
-    }
-
-    /// Everything either changes.
-    pub(crate) fn union(self, other: ChangedParts) -> ChangedParts {
-        ChangedParts {
-            columns: self.columns | other.columns,
-            tables: self.tables | other.tables,
-        }
-    }
-
-    /// The changed columns, in table order.
-    pub(crate) fn columns(self) -> impl Iterator<Item = ContractColumn> {
-        ContractColumn::ALL
-            .iter()
-            .copied()
-            .filter(move |column| self.columns & column.bit() != 0)
-    }
-
-    /// The child tables to rewrite, in write order.
-    pub(crate) fn tables(self) -> impl Iterator<Item = ChildTable> {
-        ChildTable::ALL
-            .into_iter()
-            .filter(move |table| self.tables & table.bit() != 0)
-    }
-
-    /// Whether this child table is rewritten.
-    pub(crate) fn rewrites(self, table: ChildTable) -> bool {
-        self.tables & table.bit() != 0
-    }
-
-    /// `rows` (a contract's rows of `table`) when that table is rewritten, none otherwise.
-    pub(crate) fn rows_of<T>(self, table: ChildTable, rows: &[T]) -> &[T] {
-        if self.rewrites(table) {
-            rows
-        } else {
-            &[]
-        }
-    }
-
-    /// Whether any child table is rewritten.
-    pub(crate) fn rewrites_children(self) -> bool {
-        self.tables != 0
-    }
-}
-
-/// The SQL fragment that selects candidates of one job: the due column.
-pub(crate) fn due_column(job: crate::lifecycle::Job) -> &'static str {
-    use crate::lifecycle::Job;
-    match job {
-        Job::ExecuteCancellations => "due_cancellation_on",
-        Job::AutoExtend => "due_extension_on",
-        Job::Expire => "due_expiry_on",
-        Job::RefreshDeadlines => "due_refresh_on",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::contract::record::read_record;
-    use crate::contract::{ContractStatus, LineStatus};
-
-    fn contract() -> Contract {
-        let line = r#"{"ref":"C-1","customer":"Bakery","time_zone":"Europe/Berlin",
-            "start_date":"2025-01-01","end_date":"2025-12-31","notice_period":"1M",
-            "cancellation_window":"end_of_term","auto_extend":true,"extension_term":"1Y",
-            "lines":[{"ref":"seat","description":"Seat","kind":"recurring_fixed",
-            "billable":true,"start_date":"2025-01-01","status":"active","amount_minor":1000,
-            "currency":"EUR","billing_period":"1M"}]}"#
-            .replace('\n', "");
-        read_record(&line)
-            .and_then(|record| {
-                record.parse(&ParseDefaults {
-                    time_zone: chrono_tz::UTC,
-                })
-            })
-            .expect("a valid contract")
-    }
-
-    fn columns(parts: ChangedParts) -> Vec<&'static str> {
-        parts.columns().map(ContractColumn::name).collect()
-    }
-
-    #[test]
-    fn an_unchanged_contract_writes_nothing() {
-        let before = contract();
-        let parts = ChangedParts::between(&before, &before.clone());
-        assert_eq!(parts, ChangedParts::default());
-        assert!(!parts.rewrites_children());
-    }
-
-    #[test]
-    fn a_status_change_writes_the_status_and_the_due_dates_it_moves() {
-        let before = contract();
-        let mut after = before.clone();
-        after.status = ContractStatus::Expired;
-        let parts = ChangedParts::between(&before, &after);
-        assert_eq!(
-            columns(parts),
-            ["status", "due_extension_on", "due_expiry_on"]
-        );
-        assert!(!parts.rewrites_children());
-    }
-
-    #[test]
-    fn a_line_change_rewrites_the_lines_only() {
-        let before = contract();
-        let mut after = before.clone();
-        after.lines[0].status = LineStatus::Expired;
-        after.end_notes = Some("noted".to_string());
-        let parts = ChangedParts::between(&before, &after);
-        // The line no longer ends anything: the expiry due date is the contract's own.
-        assert_eq!(columns(parts), ["end_notes"]);
-        assert_eq!(parts.tables().collect::<Vec<_>>(), [ChildTable::Lines]);
-    }
-
-    #[test]
-    fn a_new_contract_writes_every_column_and_table() {
-        let everything = ChangedParts::everything();
-        assert_eq!(everything.columns().count(), ContractColumn::ALL.len());
-        assert_eq!(everything.tables().count(), ChildTable::ALL.len());
-        let union = ChangedParts::default().union(everything);
-        assert_eq!(union, everything);
-    }
+/// The `job_runs` row of `key` just claimed.
+pub(crate) fn run_claim(row: &impl StoredRow, key: &RunKey) -> Result<RunClaim, sqlx::Error> {
+    let cursor_due = row.optional_text("cursor_due")?;
+    let cursor_id = row.optional_integer("cursor_id")?;
+    Ok(RunClaim {
+        row_id: row.integer("id")?,
+        run_id: row.text("run_id")?,
+        key: key.clone(),
+        cursor: match (cursor_due.as_deref().and_then(parse_date), cursor_id) {
+            (Some(due), Some(id)) => Some(BatchCursor { due, id }),
+            _ => None,
+        },
+        counts: run_counts(row)?,
+        attempts: row.integer("attempts")?,
+    })
 }

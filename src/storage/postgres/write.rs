@@ -1,296 +1,38 @@
-//! PostgreSQL: the production database, shared by several replicas. Dates are `date`.
-//!
-//! Round trips are what costs here, so every write works on whole batches: one `UPDATE … FROM
-//! unnest(…)` guards and applies all changes of a batch, children and events are written with
-//! one `unnest` insert each, and the import inserts contracts a thousand at a time. Semantics
-//! are those of the SQLite store, checked by the same conformance suite.
+//! Writing to PostgreSQL. Round trips are what costs here, so every write works on whole
+//! batches: one `UPDATE … FROM unnest(…)` guards and applies all changes of a round, children
+//! and events are written with one `unnest` insert each, and the import inserts contracts a
+//! thousand at a time. Each column's values are bound as one typed array.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use chrono::NaiveDate;
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::Connection as _;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::{Postgres, Transaction};
 
-use super::rows::{
-    assemble, due_column, CancellationColumns, ChangedParts, ChildTable, Children, ColumnType,
-    ColumnValue, ContractColumn, ContractRow, ContractValues, LineRecordParts, LineRow,
-    CONTRACT_COLUMNS,
-};
-use super::sqlite::finish_timing;
-use super::{
-    imported_event, rounds, transition_key, BatchCursor, BatchProgress, CommitOutcome,
-    ContractChange, ContractImport, ContractStore, LoadedContract, NewContract, RunClaim,
-    RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
-};
-use crate::contract::record::{format_date, DocumentRecord, ReferenceRecord, ScheduleRecord};
+use super::read::PostgresDialect;
+use super::PostgresStore;
 use crate::contract::{Cancellation, Contract, ContractEvent};
-use crate::lifecycle::Job;
+use crate::storage::columns::{
+    select_list, ChangedParts, ChildTable, Column, ColumnValue, ContractColumn, ContractValues,
+    SqlType, CLAIM_COLUMNS,
+};
+use crate::storage::rows::{run_claim, StoredRow};
+use crate::storage::shared::{
+    finish_timing, imported_event, outcome, rounds, transition_key, IMPORT_CHUNK,
+};
+use crate::storage::{
+    BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
+    RunKey, RunStatus, StorageError,
+};
 
+/// A statement being bound.
 type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// How many contracts one import statement inserts.
-const IMPORT_CHUNK: usize = 1000;
-
-/// How many refs one `existing_references` query looks up.
-const LOOKUP_CHUNK: usize = 10_000;
-
-/// The PostgreSQL migrations, embedded in the binary.
-fn migrator() -> Migrator {
-    super::migrator(&[
-        (
-            1,
-            "schema",
-            include_str!("../../migrations/postgres/0001_schema.sql"),
-        ),
-        (
-            2,
-            "drop status index",
-            include_str!("../../migrations/postgres/0002_drop_status_index.sql"),
-        ),
-    ])
-}
-
-/// Connection settings for PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PostgresSettings {
-    /// `postgres://user:password@host:port/database?options`.
-    pub url: String,
-    /// Pool size: the most connections this process opens at once.
-    pub max_connections: u32,
-    /// How long opening (or waiting for) a connection may take before it fails.
-    pub connect_timeout: Duration,
-}
-
-/// A contract store in a PostgreSQL database.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    /// The connection pool every query goes through.
-    pool: PgPool,
-}
-
-impl PostgresStore {
-    /// Connect to the database (it must exist; [`ContractStore::migrate`] creates the tables).
-    pub async fn connect(settings: &PostgresSettings) -> Result<PostgresStore, StorageError> {
-        let options = PgConnectOptions::from_str(&settings.url)
-            .map_err(|error| StorageError::Url(error.to_string()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(settings.connect_timeout)
-            .connect_with(options.clone())
-            .await;
-        match pool {
-            Ok(pool) => Ok(PostgresStore { pool }),
-            // The pool only says it timed out; one direct attempt tells the operator why
-            // (connection refused, authentication failed, no such database…).
-            Err(sqlx::Error::PoolTimedOut) => {
-                match tokio::time::timeout(
-                    settings.connect_timeout,
-                    sqlx::PgConnection::connect_with(&options),
-                )
-                .await
-                {
-                    Ok(Err(cause)) => Err(cause.into()),
-                    _ => Err(sqlx::Error::PoolTimedOut.into()),
-                }
-            }
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// A store on a pool opened elsewhere (tests, tools).
-    pub fn from_pool(pool: PgPool) -> PostgresStore {
-        PostgresStore { pool }
-    }
-
-    /// Close every connection of the pool (e.g. before the database is dropped).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn load_children(&self, rows: &[ContractRow]) -> Result<Children, StorageError> {
-        let ids: Vec<i64> = rows
-            .iter()
-            .filter(|row| row.has_children)
-            .map(|row| row.id)
-            .collect();
-        let mut children = Children::default();
-        if ids.is_empty() {
-            return Ok(children);
-        }
-        let lines = sqlx::query(
-            "SELECT contract_id, ref, description, kind, billable, start_date, end_date, status, \
-             amount_minor, currency, billing_period, auto_extend, cancellation_received_on, \
-             cancellation_end_date, cancellation_reason, cancellation_notes, \
-             cancellation_final_invoice, cancellation_restore_auto_extend \
-             FROM contract_lines WHERE contract_id = ANY($1) ORDER BY contract_id, position",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in lines {
-            children.add_line(LineRow {
-                contract_id: row.try_get(0)?,
-                record: LineRecordParts {
-                    reference: row.try_get(1)?,
-                    description: row.try_get(2)?,
-                    kind: row.try_get(3)?,
-                    billable: row.try_get(4)?,
-                    start_date: format_date(row.try_get(5)?),
-                    end_date: date_text(&row, 6)?,
-                    status: row.try_get(7)?,
-                    amount_minor: row.try_get(8)?,
-                    currency: row.try_get(9)?,
-                    billing_period: row.try_get(10)?,
-                    auto_extend: row.try_get(11)?,
-                    cancellation: cancellation_columns(&row, 12)?,
-                },
-            });
-        }
-        let schedules = sqlx::query(
-            "SELECT contract_id, line_ref, period_start, period_end, amount_minor, status, document \
-             FROM billing_schedules WHERE contract_id = ANY($1) ORDER BY contract_id, position",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in schedules {
-            children
-                .schedules
-                .entry(row.try_get(0)?)
-                .or_default()
-                .push(ScheduleRecord {
-                    line_ref: row.try_get(1)?,
-                    period_start: format_date(row.try_get(2)?),
-                    period_end: format_date(row.try_get(3)?),
-                    amount_minor: row.try_get(4)?,
-                    status: row.try_get(5)?,
-                    document: row.try_get(6)?,
-                });
-        }
-        let documents = sqlx::query(
-            "SELECT contract_id, ref, kind, status, consolidated, amount_minor, currency \
-             FROM billing_documents WHERE contract_id = ANY($1) ORDER BY contract_id, position",
-        )
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in documents {
-            children
-                .documents
-                .entry(row.try_get(0)?)
-                .or_default()
-                .push(DocumentRecord {
-                    reference: row.try_get(1)?,
-                    kind: row.try_get(2)?,
-                    status: row.try_get(3)?,
-                    consolidated: row.try_get(4)?,
-                    amount_minor: row.try_get(5)?,
-                    currency: row.try_get(6)?,
-                });
-        }
-        for (sql, target) in [
-            (
-                "SELECT contract_id, ref, status FROM renewals \
-                 WHERE contract_id = ANY($1) ORDER BY contract_id, position",
-                &mut children.renewals,
-            ),
-            (
-                "SELECT contract_id, ref, status FROM change_requests \
-                 WHERE contract_id = ANY($1) ORDER BY contract_id, position",
-                &mut children.change_requests,
-            ),
-        ] {
-            let rows = sqlx::query(sql).bind(&ids).fetch_all(&self.pool).await?;
-            for row in rows {
-                target
-                    .entry(row.try_get(0)?)
-                    .or_default()
-                    .push(ReferenceRecord {
-                        reference: row.try_get(1)?,
-                        status: row.try_get(2)?,
-                    });
-            }
-        }
-        Ok(children)
-    }
-
-    async fn assemble_rows(
-        &self,
-        rows: Vec<PgRow>,
-        with_due: bool,
-    ) -> Result<Vec<LoadedContract>, StorageError> {
-        let rows = rows
-            .iter()
-            .map(|row| contract_row(row, with_due))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut children = self.load_children(&rows).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| assemble(row, &mut children))
-            .collect())
-    }
-}
-
-/// An optional `date` column as the `YYYY-MM-DD` text rows.rs parses.
-fn date_text(row: &PgRow, index: usize) -> Result<Option<String>, sqlx::Error> {
-    Ok(row.try_get::<Option<NaiveDate>, _>(index)?.map(format_date))
-}
-
-fn cancellation_columns(row: &PgRow, first: usize) -> Result<CancellationColumns, sqlx::Error> {
-    Ok(CancellationColumns {
-        received_on: date_text(row, first)?,
-        end_date: date_text(row, first + 1)?,
-        reason: row.try_get(first + 2)?,
-        notes: row.try_get(first + 3)?,
-        final_invoice: row.try_get(first + 4)?,
-        restore_auto_extend: row.try_get(first + 5)?,
-    })
-}
-
-fn contract_row(row: &PgRow, with_due: bool) -> Result<ContractRow, sqlx::Error> {
-    Ok(ContractRow {
-        id: row.try_get(0)?,
-        reference: row.try_get(1)?,
-        version: row.try_get(2)?,
-        customer: row.try_get(3)?,
-        status: row.try_get(4)?,
-        time_zone: row.try_get(5)?,
-        start_date: format_date(row.try_get(6)?),
-        end_date: date_text(row, 7)?,
-        initial_term: row.try_get(8)?,
-        original_end_date: date_text(row, 9)?,
-        minimum_term_end: date_text(row, 10)?,
-        notice_period: row.try_get(11)?,
-        cancellation_window: row.try_get(12)?,
-        auto_extend: row.try_get(13)?,
-        extension_term: row.try_get(14)?,
-        proration: row.try_get(15)?,
-        end_reason: row.try_get(16)?,
-        end_notes: row.try_get(17)?,
-        cancellation: cancellation_columns(row, 18)?,
-        cancellation_date: date_text(row, 24)?,
-        latest_cancellation_date: date_text(row, 25)?,
-        has_children: row.try_get(26)?,
-        due: if with_due { row.try_get(27)? } else { None },
-    })
-}
-
-fn run_key(row: &PgRow, first: usize) -> Result<Option<RunKey>, sqlx::Error> {
-    let job: String = row.try_get(first)?;
-    let zone: String = row.try_get(first + 1)?;
-    let business_date: NaiveDate = row.try_get(first + 2)?;
-    Ok(Job::parse(&job).map(|job| RunKey {
-        job,
-        zone,
-        business_date,
-    }))
-}
+/// What a claim returns of the ledger row.
+static CLAIM_RETURNING: LazyLock<String> =
+    LazyLock::new(|| select_list::<PostgresDialect>(CLAIM_COLUMNS));
 
 /// `$1::t1[], $2::t2[], …` over `columns`, numbering parameters from `first`.
 fn arrays(columns: &[(&str, &str)], first: usize) -> String {
@@ -312,6 +54,7 @@ fn unnest(columns: &[(&str, &str)], first: usize, alias: &str) -> String {
     )
 }
 
+/// `c1, c2, …` over `columns`.
 fn names(columns: &[(&str, &str)]) -> String {
     columns
         .iter()
@@ -338,6 +81,7 @@ struct CancellationArrays {
 }
 
 impl CancellationArrays {
+    /// The pending cancellation of one contract or line.
     fn push(&mut self, cancellation: Option<&Cancellation>) {
         self.received_on.push(cancellation.map(|c| c.received_on));
         self.end_date.push(cancellation.map(|c| c.end_date));
@@ -350,6 +94,7 @@ impl CancellationArrays {
             .push(cancellation.map(|c| c.restore_auto_extend));
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         query
             .bind(self.received_on)
@@ -361,31 +106,49 @@ impl CancellationArrays {
     }
 }
 
-/// The PostgreSQL type of a contract column.
-fn pg_type(column: ContractColumn) -> &'static str {
-    match column.sql_type() {
-        ColumnType::Text => "text",
-        ColumnType::Date => "date",
-        ColumnType::Bool => "boolean",
+/// The PostgreSQL type of a column, as its arrays are cast.
+fn pg_type(sql_type: SqlType) -> &'static str {
+    match sql_type {
+        SqlType::Integer => "bigint",
+        SqlType::Text => "text",
+        SqlType::Date => "date",
+        SqlType::Bool => "boolean",
+        SqlType::Json => "jsonb",
     }
+}
+
+/// `columns` with their PostgreSQL types.
+fn typed(columns: &[Column]) -> Vec<(&'static str, &'static str)> {
+    columns
+        .iter()
+        .map(|column| (column.name, pg_type(column.sql_type)))
+        .collect()
 }
 
 /// One contract column's values for many contracts, as one typed array.
 enum ColumnArray {
+    /// A text column's values.
     Text(Vec<Option<String>>),
+    /// A date column's values.
     Date(Vec<Option<NaiveDate>>),
+    /// A boolean column's values.
     Bool(Vec<Option<bool>>),
 }
 
 impl ColumnArray {
+    /// An empty array for `column`, of its type.
     fn new(column: ContractColumn, capacity: usize) -> ColumnArray {
         match column.sql_type() {
-            ColumnType::Text => ColumnArray::Text(Vec::with_capacity(capacity)),
-            ColumnType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
-            ColumnType::Bool => ColumnArray::Bool(Vec::with_capacity(capacity)),
+            SqlType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
+            SqlType::Bool => ColumnArray::Bool(Vec::with_capacity(capacity)),
+            // No contract column a write sets is an integer or JSON; text holds any value.
+            SqlType::Text | SqlType::Integer | SqlType::Json => {
+                ColumnArray::Text(Vec::with_capacity(capacity))
+            }
         }
     }
 
+    /// One contract's value.
     fn push(&mut self, value: ColumnValue<'_>) {
         match (self, value) {
             (ColumnArray::Text(values), ColumnValue::Text(text)) => {
@@ -398,6 +161,7 @@ impl ColumnArray {
         }
     }
 
+    /// A NULL.
     fn push_null(&mut self) {
         match self {
             ColumnArray::Text(values) => values.push(None),
@@ -406,6 +170,7 @@ impl ColumnArray {
         }
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         match self {
             ColumnArray::Text(values) => query.bind(values),
@@ -425,6 +190,7 @@ struct ContractArrays {
 }
 
 impl ContractArrays {
+    /// Empty arrays for `columns`.
     fn new(columns: impl Iterator<Item = ContractColumn>, capacity: usize) -> ContractArrays {
         ContractArrays {
             reference: Vec::with_capacity(capacity),
@@ -434,6 +200,7 @@ impl ContractArrays {
         }
     }
 
+    /// One contract's values.
     fn push(&mut self, values: &ContractValues<'_>) {
         self.reference.push(values.contract.reference.clone());
         for (column, array) in &mut self.columns {
@@ -447,7 +214,7 @@ impl ContractArrays {
             .chain(
                 self.columns
                     .iter()
-                    .map(|(column, _)| (column.name(), pg_type(*column))),
+                    .map(|(column, _)| (column.name(), pg_type(column.sql_type()))),
             )
             .collect()
     }
@@ -500,79 +267,22 @@ fn update_contracts_sql(values: &ContractArrays) -> String {
     )
 }
 
+/// See [`insert_children_sql`].
 static INSERT_CHILDREN_SQL: LazyLock<String> = LazyLock::new(insert_children_sql);
+/// See [`delete_children_sql`].
 static DELETE_CHILDREN_SQL: LazyLock<String> = LazyLock::new(delete_children_sql);
-
-/// Line columns with their types, after `contract_id` and `position`.
-const LINE_ARRAYS: [(&str, &str); 19] = [
-    ("contract_id", "bigint"),
-    ("position", "bigint"),
-    ("ref", "text"),
-    ("description", "text"),
-    ("kind", "text"),
-    ("billable", "boolean"),
-    ("start_date", "date"),
-    ("end_date", "date"),
-    ("status", "text"),
-    ("amount_minor", "bigint"),
-    ("currency", "text"),
-    ("billing_period", "text"),
-    ("auto_extend", "boolean"),
-    ("cancellation_received_on", "date"),
-    ("cancellation_end_date", "date"),
-    ("cancellation_reason", "text"),
-    ("cancellation_notes", "text"),
-    ("cancellation_final_invoice", "boolean"),
-    ("cancellation_restore_auto_extend", "boolean"),
-];
-
-const SCHEDULE_ARRAYS: [(&str, &str); 8] = [
-    ("contract_id", "bigint"),
-    ("position", "bigint"),
-    ("line_ref", "text"),
-    ("period_start", "date"),
-    ("period_end", "date"),
-    ("amount_minor", "bigint"),
-    ("status", "text"),
-    ("document", "text"),
-];
-
-const DOCUMENT_ARRAYS: [(&str, &str); 8] = [
-    ("contract_id", "bigint"),
-    ("position", "bigint"),
-    ("ref", "text"),
-    ("kind", "text"),
-    ("status", "text"),
-    ("consolidated", "boolean"),
-    ("amount_minor", "bigint"),
-    ("currency", "text"),
-];
-
-const REFERENCE_ARRAYS: [(&str, &str); 4] = [
-    ("contract_id", "bigint"),
-    ("position", "bigint"),
-    ("ref", "text"),
-    ("status", "text"),
-];
-
-/// The child tables, each with its columns, in the order [`ChildArrays::bind`] binds them.
-const CHILD_TABLES: [(&str, &[(&str, &str)]); 5] = [
-    ("contract_lines", &LINE_ARRAYS),
-    ("billing_schedules", &SCHEDULE_ARRAYS),
-    ("billing_documents", &DOCUMENT_ARRAYS),
-    ("renewals", &REFERENCE_ARRAYS),
-    ("change_requests", &REFERENCE_ARRAYS),
-];
 
 /// One statement inserting the children of many contracts into all five tables.
 fn insert_children_sql() -> String {
     let mut first = 1;
     let mut statements = Vec::new();
-    for (table, columns) in CHILD_TABLES {
+    for table in ChildTable::ALL {
+        let columns = typed(table.columns());
         statements.push(format!(
             "INSERT INTO {table} ({names}) SELECT {names} FROM {unnest}",
-            names = names(columns),
-            unnest = unnest(columns, first, "u"),
+            table = table.name(),
+            names = names(&columns),
+            unnest = unnest(&columns, first, "u"),
         ));
         first += columns.len();
     }
@@ -589,12 +299,13 @@ fn insert_children_sql() -> String {
 /// One statement deleting, from each of the five tables in turn, the rows of the contracts
 /// in `$1` … `$5`.
 fn delete_children_sql() -> String {
-    let mut statements: Vec<String> = CHILD_TABLES
+    let mut statements: Vec<String> = ChildTable::ALL
         .iter()
         .enumerate()
-        .map(|(index, (table, _))| {
+        .map(|(index, table)| {
             format!(
-                "DELETE FROM {table} WHERE contract_id = ANY(${}::bigint[])",
+                "DELETE FROM {} WHERE contract_id = ANY(${}::bigint[])",
+                table.name(),
                 index + 1
             )
         })
@@ -609,7 +320,7 @@ fn delete_children_sql() -> String {
     format!("WITH {ctes} {last}")
 }
 
-/// Line columns of many contracts, one array per column of [`LINE_ARRAYS`].
+/// Line columns of many contracts, one array per column of [`ChildTable::Lines`].
 #[derive(Default)]
 struct LineArrays {
     /// `contract_id`.
@@ -642,7 +353,7 @@ struct LineArrays {
     cancellation: CancellationArrays,
 }
 
-/// Schedule columns of many contracts, one array per column of [`SCHEDULE_ARRAYS`].
+/// Schedule columns of many contracts, one array per column of [`ChildTable::Schedules`].
 #[derive(Default)]
 struct ScheduleArrays {
     /// `contract_id`.
@@ -663,7 +374,7 @@ struct ScheduleArrays {
     document: Vec<Option<String>>,
 }
 
-/// Document columns of many contracts, one array per column of [`DOCUMENT_ARRAYS`].
+/// Document columns of many contracts, one array per column of [`ChildTable::Documents`].
 #[derive(Default)]
 struct DocumentArrays {
     /// `contract_id`.
@@ -684,7 +395,7 @@ struct DocumentArrays {
     currency: Vec<String>,
 }
 
-/// Renewal or change request columns of many contracts ([`REFERENCE_ARRAYS`]).
+/// Renewal or change request columns of many contracts ([`ChildTable::Renewals`], [`ChildTable::ChangeRequests`]).
 #[derive(Default)]
 struct ReferenceArrays {
     /// `contract_id`.
@@ -698,6 +409,7 @@ struct ReferenceArrays {
 }
 
 impl ReferenceArrays {
+    /// The entries of one contract, in order.
     fn push(&mut self, contract_id: i64, entries: impl Iterator<Item = (String, &'static str)>) {
         for (position, (reference, status)) in entries.enumerate() {
             self.contract_id.push(contract_id);
@@ -707,6 +419,7 @@ impl ReferenceArrays {
         }
     }
 
+    /// Bind the arrays, in column order.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         query
             .bind(self.contract_id)
@@ -809,7 +522,7 @@ impl ChildArrays {
         );
     }
 
-    /// Bind every array, in the order of [`CHILD_TABLES`].
+    /// Bind every array, in the order of [`ChildTable::ALL`] and of each table's columns.
     fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         let lines = self.lines;
         let query = query
@@ -892,6 +605,7 @@ struct EventArrays {
 }
 
 impl EventArrays {
+    /// The events of one contract, its update taking it to `new_version`.
     fn push(
         &mut self,
         contract_id: i64,
@@ -1003,7 +717,7 @@ fn duplicate_transition(
 /// An import into PostgreSQL: one transaction, held until commit.
 pub struct PostgresImport {
     /// Everything the import inserts; rolled back when dropped.
-    tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction<'static, Postgres>,
 }
 
 impl ContractImport for PostgresImport {
@@ -1027,7 +741,7 @@ impl ContractImport for PostgresImport {
                 .await?;
             let mut ids = HashMap::with_capacity(rows.len());
             for row in &rows {
-                ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+                ids.insert(row.text("ref")?, row.integer("id")?);
             }
             let mut children = ChildArrays::default();
             let mut events = EventArrays::default();
@@ -1063,135 +777,9 @@ impl ContractImport for PostgresImport {
     }
 }
 
-impl ContractStore for PostgresStore {
-    async fn migrate(&self) -> Result<(), StorageError> {
-        migrator().run(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn readiness(&self) -> Result<bool, StorageError> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?;
-        if !exists {
-            return Ok(false);
-        }
-        let versions: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(migrator()
-            .iter()
-            .all(|migration| versions.contains(&migration.version)))
-    }
-
-    type Import = PostgresImport;
-
-    async fn begin_import(&self) -> Result<PostgresImport, StorageError> {
-        Ok(PostgresImport {
-            tx: self.pool.begin().await?,
-        })
-    }
-
-    async fn existing_references(
-        &self,
-        references: &[String],
-    ) -> Result<Vec<String>, StorageError> {
-        let mut existing = Vec::new();
-        for chunk in references.chunks(LOOKUP_CHUNK) {
-            existing.extend(
-                sqlx::query_scalar::<_, String>("SELECT ref FROM contracts WHERE ref = ANY($1)")
-                    .bind(chunk)
-                    .fetch_all(&self.pool)
-                    .await?,
-            );
-        }
-        Ok(existing)
-    }
-
-    async fn load_contract(&self, reference: &str) -> Result<Option<LoadedContract>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {CONTRACT_COLUMNS} FROM contracts WHERE ref = $1"
-        ))
-        .bind(reference)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(self.assemble_rows(rows, false).await?.into_iter().next())
-    }
-
-    async fn contracts_page(
-        &self,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<LoadedContract>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {CONTRACT_COLUMNS} FROM contracts WHERE id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        self.assemble_rows(rows, false).await
-    }
-
-    async fn events(&self, reference: &str) -> Result<Vec<StoredEvent>, StorageError> {
-        // Found through the contract's id, so the (contract_id, transition_key) index serves
-        // it; events always carry their contract's ref.
-        let rows = sqlx::query(
-            "SELECT kind, effective_on, line_ref, details::text, transition_key, run_id, \
-             recorded_at_ms FROM contract_events \
-             WHERE contract_id IN (SELECT id FROM contracts WHERE ref = $1) \
-             AND contract_ref = $1 ORDER BY id",
-        )
-        .bind(reference)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let details: String = row.try_get(3)?;
-                Ok(StoredEvent {
-                    kind: row.try_get(0)?,
-                    effective_on: row.try_get(1)?,
-                    line_ref: row.try_get(2)?,
-                    details: serde_json::from_str(&details)
-                        .unwrap_or(serde_json::Value::String(details)),
-                    transition_key: row.try_get(4)?,
-                    run_id: row.try_get(5)?,
-                    recorded_at_ms: row.try_get(6)?,
-                })
-            })
-            .collect()
-    }
-
-    fn parallel_writers(&self) -> usize {
-        usize::MAX
-    }
-
-    async fn zones(&self) -> Result<Vec<String>, StorageError> {
-        // Byte order, as SQLite sorts, whatever the database's collation.
-        Ok(sqlx::query_scalar(
-            "SELECT time_zone FROM contract_zones ORDER BY time_zone COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn succeeded_runs_since(&self, since: NaiveDate) -> Result<Vec<RunKey>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT job, zone, business_date FROM job_runs \
-             WHERE business_date >= $1 AND status = 'succeeded'",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in &rows {
-            keys.extend(run_key(row, 0)?);
-        }
-        Ok(keys)
-    }
-
-    async fn claim_run(
+impl PostgresStore {
+    /// See [`crate::storage::ContractStore::claim_run`].
+    pub(super) async fn write_claim_run(
         &self,
         key: &RunKey,
         owner: &str,
@@ -1199,15 +787,16 @@ impl ContractStore for PostgresStore {
         lease_ms: i64,
     ) -> Result<Option<RunClaim>, StorageError> {
         let run_id = uuid::Uuid::new_v4().to_string();
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "INSERT INTO job_runs (job, zone, business_date, run_id, owner, lease_until_ms, status, \
              started_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'running', $7) \
              ON CONFLICT (job, zone, business_date) DO UPDATE SET run_id = excluded.run_id, \
              owner = excluded.owner, lease_until_ms = excluded.lease_until_ms, status = 'running', \
              attempts = job_runs.attempts + 1, error = NULL, finished_at_ms = NULL \
              WHERE job_runs.status <> 'succeeded' AND job_runs.lease_until_ms < $7 \
-             RETURNING id, run_id, cursor_due, cursor_id, examined, changed, skipped, attempts",
-        )
+             RETURNING {returning}",
+            returning = *CLAIM_RETURNING,
+        ))
         .bind(key.job.as_str())
         .bind(&key.zone)
         .bind(key.business_date)
@@ -1218,66 +807,11 @@ impl ContractStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let cursor_due: Option<NaiveDate> = row.try_get(2)?;
-        let cursor_id: Option<i64> = row.try_get(3)?;
-        Ok(Some(RunClaim {
-            row_id: row.try_get(0)?,
-            run_id: row.try_get(1)?,
-            key: key.clone(),
-            cursor: match (cursor_due, cursor_id) {
-                (Some(due), Some(id)) => Some(BatchCursor { due, id }),
-                _ => None,
-            },
-            counts: RunCounts {
-                examined: row.try_get(4)?,
-                changed: row.try_get(5)?,
-                skipped: row.try_get(6)?,
-            },
-            attempts: row.try_get(7)?,
-        }))
+        Ok(Some(run_claim(&row, key)?))
     }
 
-    async fn due_batch(
-        &self,
-        job: Job,
-        zone: &str,
-        business_date: NaiveDate,
-        after: Option<BatchCursor>,
-        limit: u32,
-    ) -> Result<Vec<LoadedContract>, StorageError> {
-        let due = due_column(job);
-        let rows = match after {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {CONTRACT_COLUMNS}, {due} FROM contracts \
-                     WHERE time_zone = $1 AND {due} IS NOT NULL AND {due} < $2 \
-                     ORDER BY {due}, id LIMIT $3"
-                ))
-                .bind(zone)
-                .bind(business_date)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(cursor) => {
-                sqlx::query(&format!(
-                    "SELECT {CONTRACT_COLUMNS}, {due} FROM contracts \
-                     WHERE time_zone = $1 AND {due} IS NOT NULL AND {due} < $2 \
-                     AND ({due}, id) > ($3, $4) ORDER BY {due}, id LIMIT $5"
-                ))
-                .bind(zone)
-                .bind(business_date)
-                .bind(cursor.due)
-                .bind(cursor.id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        self.assemble_rows(rows, true).await
-    }
-
-    async fn commit_batch(
+    /// See [`crate::storage::ContractStore::commit_batch`].
+    pub(super) async fn write_batch(
         &self,
         progress: Option<BatchProgress<'_>>,
         changes: &[ContractChange],
@@ -1308,7 +842,7 @@ impl ContractStore for PostgresStore {
             let rows = arrays.bind(query).bind(now_ms).fetch_all(&mut *tx).await?;
             let mut updated = HashSet::with_capacity(rows.len());
             for row in &rows {
-                updated.insert(row.try_get::<i64, _>(0)?);
+                updated.insert(row.integer("id")?);
             }
             let mut children = ChildArrays::default();
             for &index in &round {
@@ -1321,20 +855,14 @@ impl ContractStore for PostgresStore {
             children.write(&mut tx).await?;
         }
         let mut events = EventArrays::default();
-        let mut outcome = CommitOutcome::default();
-        for (change, applied) in changes.iter().zip(&applied) {
-            if *applied {
-                outcome.applied += 1;
-                events.push(
-                    change.id,
-                    &change.contract.reference,
-                    change.expected_version + 1,
-                    &change.events,
-                );
-            } else {
-                outcome.conflicts += 1;
-            }
-        }
+        let outcome = outcome(changes, &applied, |change| {
+            events.push(
+                change.id,
+                &change.contract.reference,
+                change.expected_version + 1,
+                &change.events,
+            );
+        });
         let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
         events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
@@ -1363,7 +891,8 @@ impl ContractStore for PostgresStore {
         Ok(outcome)
     }
 
-    async fn finish_run(
+    /// See [`crate::storage::ContractStore::finish_run`].
+    pub(super) async fn write_finish_run(
         &self,
         claim: &RunClaim,
         status: RunStatus,
@@ -1393,51 +922,5 @@ impl ContractStore for PostgresStore {
             });
         }
         Ok(())
-    }
-
-    async fn runs(&self, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT job, zone, business_date, run_id, owner, status, attempts, batches, examined, \
-             changed, skipped, error, started_at_ms, finished_at_ms FROM job_runs \
-             ORDER BY business_date DESC, zone COLLATE \"C\", id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(key) = run_key(row, 0)? else {
-                continue;
-            };
-            let status: String = row.try_get(5)?;
-            records.push(RunRecord {
-                key,
-                run_id: row.try_get(3)?,
-                owner: row.try_get(4)?,
-                status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-                attempts: row.try_get(6)?,
-                batches: row.try_get(7)?,
-                counts: RunCounts {
-                    examined: row.try_get(8)?,
-                    changed: row.try_get(9)?,
-                    skipped: row.try_get(10)?,
-                },
-                error: row.try_get(11)?,
-                started_at_ms: row.try_get(12)?,
-                finished_at_ms: row.try_get(13)?,
-            });
-        }
-        Ok(records)
-    }
-
-    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) FROM contracts GROUP BY status ORDER BY status COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
     }
 }
