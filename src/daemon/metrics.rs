@@ -122,7 +122,10 @@ struct BuildLabels {
 /// A label value that may hold any text, escaped when encoded (the library writes values
 /// as they are).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct Escaped(String);
+struct Escaped(
+    /// The value as it is, escaped only when encoded.
+    String,
+);
 
 impl EncodeLabelValue for Escaped {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
@@ -133,7 +136,10 @@ impl EncodeLabelValue for Escaped {
 /// A counter registered under its full name, `_total` included, and exposed under that
 /// name alone, as the text format 0.0.4 wants (see the module documentation).
 #[derive(Debug, Default, Clone)]
-struct Total(Counter);
+struct Total(
+    /// The library's counter, which holds the value; only its encoding differs.
+    Counter,
+);
 
 impl TypedMetric for Total {
     const TYPE: MetricType = MetricType::Counter;
