@@ -1,21 +1,43 @@
-//! The daemon's Prometheus metrics, written by hand in the text exposition format 0.0.4
-//! (what `promtool check metrics` and every Prometheus server read).
+//! The daemon's Prometheus metrics, kept in a `prometheus-client` registry and exposed in the
+//! text exposition format 0.0.4 (what `promtool check metrics` and every Prometheus server
+//! read).
 //!
 //! The daily job is labelled `sweep_job`, never `job`: Prometheus keeps `job` for the scrape
 //! job and would store ours as `exported_job`.
 //!
-//! Everything lives behind one mutex: updates happen a few times per job run, never per
-//! contract, so contention is nil and the text is always a consistent snapshot.
+//! Two things the library does its own way are adjusted here:
+//! - its counter names the family `x` and the samples `x_total` (OpenMetrics), which the
+//!   0.0.4 format reads as samples of an undocumented family; [`Total`] names both
+//!   `x_total`;
+//! - it writes label values as they are and appends a full stop to every help text, so
+//!   free-text values go through [`Escaped`] and help texts are given without their last
+//!   full stop.
+//!
+//! Every value is an atomic of its own: a scrape may see one job run's counters half
+//! updated, which no rate or alert notices.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 
 use crate::lifecycle::Job;
 use crate::sweep::{JobOutcome, JobReport};
 
-/// The content type of [`Metrics::render`].
+/// The content type of [`Metrics::render`]: the HTTP handler sends it so that Prometheus
+/// parses the body as the text format 0.0.4 it is.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds (seconds) of the job run duration histogram: from a run with nothing to do
@@ -33,186 +55,317 @@ const STATUSES: [&str; 4] = ["draft", "active", "expired", "cancelled"];
 const RUN_OUTCOMES: [&str; 3] = ["succeeded", "failed", "interrupted"];
 
 /// The daemon's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Every value, behind one lock so a scrape sees one consistent state.
-    state: Mutex<State>,
-}
-
-/// The values.
 #[derive(Debug)]
-struct State {
+pub struct Metrics {
+    /// Every family below, registered in the order of the exposition.
+    registry: Registry,
     /// `contractd_job_runs_total{sweep_job, outcome}`.
-    job_runs: BTreeMap<(&'static str, &'static str), u64>,
+    job_runs: Family<RunLabels, Total>,
     /// `contractd_transitions_total{sweep_job}`.
-    transitions: BTreeMap<&'static str, u64>,
+    transitions: Family<JobLabels, Total>,
     /// `contractd_job_run_duration_seconds{sweep_job}`.
-    durations: BTreeMap<&'static str, Histogram>,
-    /// `contractd_contracts{status}`: `None` until the first count arrived.
-    contracts: Option<BTreeMap<String, i64>>,
+    durations: Family<JobLabels, Histogram>,
+    /// `contractd_contracts{status}`: no series until the first count arrived.
+    contracts: Family<StatusLabels, Gauge>,
+    /// Statuses of the last count outside [`STATUSES`] (rows written by another system), so
+    /// that the next count removes those no row has any more.
+    other_statuses: Mutex<BTreeSet<String>>,
     /// `contractd_invalid_rows_skipped_total{sweep_job}`.
-    invalid_rows: BTreeMap<&'static str, u64>,
+    invalid_rows: Family<JobLabels, Total>,
     /// `contractd_job_last_success_timestamp_seconds{sweep_job, zone}`.
-    last_success: BTreeMap<(&'static str, String), f64>,
-    /// `contractd_database_up`: `None` until the first probe answered.
-    database_up: Option<bool>,
+    last_success: Family<SuccessLabels, Gauge<f64, AtomicU64>>,
+    /// `contractd_database_up`: 0 until the first probe answered.
+    database_up: Gauge,
     /// `contractd_ticks_total`.
-    ticks: u64,
+    ticks: Total,
 }
 
-impl Default for State {
-    fn default() -> Self {
-        // Every job and outcome starts at 0, so `increase()` sees the first failure.
-        let mut state = State {
-            job_runs: BTreeMap::new(),
-            transitions: BTreeMap::new(),
-            durations: BTreeMap::new(),
-            contracts: None,
-            invalid_rows: BTreeMap::new(),
-            last_success: BTreeMap::new(),
-            database_up: None,
-            ticks: 0,
-        };
-        for job in Job::ALL {
-            let name = job.as_str();
-            for outcome in RUN_OUTCOMES {
-                state.job_runs.insert((name, outcome), 0);
-            }
-            state.transitions.insert(name, 0);
-            state.durations.insert(name, Histogram::default());
-            state.invalid_rows.insert(name, 0);
-        }
-        state
+/// Labels of `contractd_job_runs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    /// The daily job.
+    sweep_job: &'static str,
+    /// One of [`RUN_OUTCOMES`].
+    outcome: &'static str,
+}
+
+/// Labels of the families counted per daily job.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    /// The daily job.
+    sweep_job: &'static str,
+}
+
+/// Labels of `contractd_job_last_success_timestamp_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SuccessLabels {
+    /// The daily job.
+    sweep_job: &'static str,
+    /// The IANA time zone whose business date the job succeeded for.
+    zone: Escaped,
+}
+
+/// Labels of `contractd_contracts`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    /// The status as stored, which another system may have written.
+    status: Escaped,
+}
+
+/// Labels of `contractd_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The crate version of the running binary.
+    version: Escaped,
+}
+
+/// A label value that may hold any text, escaped when encoded (the library writes values
+/// as they are).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Escaped(
+    /// The value as it is, escaped only when encoded.
+    String,
+);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(&escape(&self.0))
     }
 }
 
-/// A cumulative histogram with [`DURATION_BUCKETS`].
+/// A counter registered under its full name, `_total` included, and exposed under that
+/// name alone, as the text format 0.0.4 wants (see the module documentation).
 #[derive(Debug, Default, Clone)]
-struct Histogram {
-    /// Observations per bucket (not cumulative; summed when rendered).
-    buckets: [u64; DURATION_BUCKETS.len()],
-    /// Sum of all observations.
-    sum: f64,
-    /// Number of observations (the `+Inf` bucket).
-    count: u64,
+struct Total(
+    /// The library's counter, which holds the value; only its encoding differs.
+    Counter,
+);
+
+impl TypedMetric for Total {
+    const TYPE: MetricType = MetricType::Counter;
 }
 
-impl Histogram {
-    fn observe(&mut self, value: f64) {
-        if let Some(index) = DURATION_BUCKETS.iter().position(|bound| value <= *bound) {
-            self.buckets[index] += 1;
-        }
-        self.sum += value;
-        self.count += 1;
+impl EncodeMetric for Total {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        // The sample line without a suffix, `name{labels} value`, is what the gauge
+        // encoding writes.
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A fresh `contractd_job_run_duration_seconds` series.
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// A fresh `contractd_job_last_success_timestamp_seconds` series: NaN, never 0, until it is
+/// set, so that a scrape in between does not see a success in 1970.
+fn unset_timestamp() -> Gauge<f64, AtomicU64> {
+    let gauge = Gauge::default();
+    gauge.set(f64::NAN);
+    gauge
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
     }
 }
 
 impl Metrics {
     /// Fresh metrics, every series at zero.
     pub fn new() -> Metrics {
-        Metrics::default()
-    }
+        let job_runs = Family::<RunLabels, Total>::default();
+        let transitions = Family::<JobLabels, Total>::default();
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let contracts = Family::<StatusLabels, Gauge>::default();
+        let invalid_rows = Family::<JobLabels, Total>::default();
+        let last_success =
+            Family::new_with_constructor(unset_timestamp as fn() -> Gauge<f64, AtomicU64>);
+        let database_up = Gauge::default();
+        let ticks = Total::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the counters inconsistent in a way
-        // that matters more than losing the metrics; keep serving them.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Every job and outcome starts at 0, so `increase()` sees the first failure. Creating
+        // the series is all: the guards are dropped at once.
+        for job in Job::ALL {
+            let sweep_job = job.as_str();
+            for outcome in RUN_OUTCOMES {
+                let _ = job_runs.get_or_create(&RunLabels { sweep_job, outcome });
+            }
+            let _ = transitions.get_or_create(&JobLabels { sweep_job });
+            let _ = durations.get_or_create(&JobLabels { sweep_job });
+            let _ = invalid_rows.get_or_create(&JobLabels { sweep_job });
+        }
+        build_info
+            .get_or_create(&BuildLabels {
+                version: Escaped(env!("CARGO_PKG_VERSION").to_string()),
+            })
+            .set(1);
+
+        // The library appends a full stop to each help text.
+        let mut registry = Registry::default();
+        registry.register(
+            "contractd_job_runs_total",
+            "Job runs finished by this process, per daily job and outcome",
+            job_runs.clone(),
+        );
+        registry.register(
+            "contractd_transitions_total",
+            "Contracts changed by each daily job in this process",
+            transitions.clone(),
+        );
+        registry.register(
+            "contractd_job_run_duration_seconds",
+            "How long one job run (one job, zone and business date) took",
+            durations.clone(),
+        );
+        registry.register(
+            "contractd_contracts",
+            "Contracts in the database per status (refreshed at most every 30 seconds)",
+            contracts.clone(),
+        );
+        registry.register(
+            "contractd_invalid_rows_skipped_total",
+            "Stored contract rows skipped because they break the rules, per daily job",
+            invalid_rows.clone(),
+        );
+        registry.register(
+            "contractd_job_last_success_timestamp_seconds",
+            "Unix time at which this process last saw the daily job succeed for the zone's \
+             current business date",
+            last_success.clone(),
+        );
+        registry.register(
+            "contractd_database_up",
+            "1 when the database answers and its migrations are applied, else 0",
+            database_up.clone(),
+        );
+        registry.register("contractd_ticks_total", "Scheduler ticks", ticks.clone());
+        registry.register(
+            "contractd_build_info",
+            "Always 1; the version label says which contractd is running",
+            build_info,
+        );
+
+        Metrics {
+            registry,
+            job_runs,
+            transitions,
+            durations,
+            contracts,
+            other_statuses: Mutex::default(),
+            invalid_rows,
+            last_success,
+            database_up,
+            ticks,
+        }
     }
 
     /// One scheduler tick.
     pub fn tick(&self) {
-        self.state().ticks += 1;
+        self.ticks.0.inc();
     }
 
     /// A job run of this process finished. `unix_seconds` is the real time it finished.
     pub fn job_finished(&self, report: &JobReport, unix_seconds: f64) {
-        let job = report.key.job.as_str();
+        let sweep_job = report.key.job.as_str();
         let outcome = match report.outcome {
             JobOutcome::Succeeded => "succeeded",
             JobOutcome::Failed(_) => "failed",
             JobOutcome::Interrupted => "interrupted",
             JobOutcome::NotClaimed | JobOutcome::DryRun => return,
         };
-        let mut state = self.state();
-        *state.job_runs.entry((job, outcome)).or_default() += 1;
+        let job = JobLabels { sweep_job };
+        self.job_runs
+            .get_or_create(&RunLabels { sweep_job, outcome })
+            .0
+            .inc();
         let changed = report.counts.changed - report.prior_counts.changed;
-        *state.transitions.entry(job).or_default() += u64::try_from(changed).unwrap_or(0);
-        *state.invalid_rows.entry(job).or_default() +=
-            u64::try_from(report.invalid_rows).unwrap_or(0);
-        state
-            .durations
-            .entry(job)
-            .or_default()
+        self.transitions
+            .get_or_create(&job)
+            .0
+            .inc_by(u64::try_from(changed).unwrap_or(0));
+        self.invalid_rows
+            .get_or_create(&job)
+            .0
+            .inc_by(u64::try_from(report.invalid_rows).unwrap_or(0));
+        self.durations
+            .get_or_create(&job)
             .observe(report.duration.as_secs_f64());
         if report.outcome == JobOutcome::Succeeded {
-            set_last_success(&mut state, job, &report.key.zone, unix_seconds);
+            self.set_last_success(sweep_job, &report.key.zone, unix_seconds);
         }
     }
 
     /// The ledger shows that `job` succeeded for `zone`'s current business date (run by this
     /// process or another replica): this is when this process learnt it.
     pub fn job_seen_succeeded(&self, job: Job, zone: &str, unix_seconds: f64) {
-        set_last_success(&mut self.state(), job.as_str(), zone, unix_seconds);
+        self.set_last_success(job.as_str(), zone, unix_seconds);
     }
 
     /// Whether the database answered and is migrated.
     pub fn set_database_up(&self, up: bool) {
-        self.state().database_up = Some(up);
+        self.database_up.set(i64::from(up));
     }
 
     /// The latest count of contracts per status.
     pub fn set_contracts(&self, counts: &[(String, i64)]) {
-        let mut by_status: BTreeMap<String, i64> = STATUSES
-            .iter()
-            .map(|status| (status.to_string(), 0))
-            .collect();
-        for (status, count) in counts {
-            by_status.insert(status.clone(), *count);
+        let status = |name: &str| StatusLabels {
+            status: Escaped(name.to_string()),
+        };
+        for name in STATUSES {
+            if !counts.iter().any(|(counted, _)| counted == name) {
+                self.contracts.get_or_create(&status(name)).set(0);
+            }
         }
-        self.state().contracts = Some(by_status);
+        for (name, count) in counts {
+            self.contracts.get_or_create(&status(name)).set(*count);
+        }
+        let others: BTreeSet<String> = counts
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !STATUSES.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let mut previous = self
+            .other_statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in previous.difference(&others) {
+            self.contracts.remove(&status(gone));
+        }
+        *previous = others;
     }
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        let state = self.state().clone_values();
-        let mut out = String::with_capacity(4096);
-        // Writing into a String cannot fail; the results are ignored for that reason.
-        let _ = render(&mut out, &state);
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail and no label here fails to encode. No `# EOF`
+        // (`encode` would add it): that line ends OpenMetrics, which this text is not.
+        let _ = encode_registry(&mut out, &self.registry);
         out
     }
-}
 
-fn set_last_success(state: &mut State, job: &'static str, zone: &str, unix_seconds: f64) {
-    let entry = state
-        .last_success
-        .entry((job, zone.to_string()))
-        .or_insert(unix_seconds);
-    if unix_seconds > *entry {
-        *entry = unix_seconds;
+    /// Raise the last success of `sweep_job` in `zone` to `unix_seconds`; it never goes
+    /// back, whichever replica's news arrives first.
+    fn set_last_success(&self, sweep_job: &'static str, zone: &str, unix_seconds: f64) {
+        let labels = SuccessLabels {
+            sweep_job,
+            zone: Escaped(zone.to_string()),
+        };
+        let gauge = self.last_success.get_or_create(&labels);
+        // `max` ignores the NaN of a fresh series.
+        let _ = gauge
+            .inner()
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some(f64::from_bits(bits).max(unix_seconds).to_bits())
+            });
     }
-}
-
-impl State {
-    /// A copy, so the lock is not held while formatting.
-    fn clone_values(&self) -> State {
-        State {
-            job_runs: self.job_runs.clone(),
-            transitions: self.transitions.clone(),
-            durations: self.durations.clone(),
-            contracts: self.contracts.clone(),
-            invalid_rows: self.invalid_rows.clone(),
-            last_success: self.last_success.clone(),
-            database_up: self.database_up,
-            ticks: self.ticks,
-        }
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) -> std::fmt::Result {
-    writeln!(out, "# HELP {name} {help}")?;
-    writeln!(out, "# TYPE {name} {kind}")
 }
 
 /// A label value with `\`, `"` and newlines escaped as the text format requires.
@@ -229,151 +382,6 @@ fn escape(value: &str) -> String {
     escaped
 }
 
-/// A float the way Prometheus reads it.
-fn number(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value == f64::INFINITY {
-        "+Inf".to_string()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else {
-        format!("{value}")
-    }
-}
-
-fn render(out: &mut String, state: &State) -> std::fmt::Result {
-    header(
-        out,
-        "contractd_job_runs_total",
-        "counter",
-        "Job runs finished by this process, per daily job and outcome.",
-    )?;
-    for ((job, outcome), value) in &state.job_runs {
-        writeln!(
-            out,
-            "contractd_job_runs_total{{sweep_job=\"{job}\",outcome=\"{outcome}\"}} {value}"
-        )?;
-    }
-
-    header(
-        out,
-        "contractd_transitions_total",
-        "counter",
-        "Contracts changed by each daily job in this process.",
-    )?;
-    for (job, value) in &state.transitions {
-        writeln!(
-            out,
-            "contractd_transitions_total{{sweep_job=\"{job}\"}} {value}"
-        )?;
-    }
-
-    header(
-        out,
-        "contractd_job_run_duration_seconds",
-        "histogram",
-        "How long one job run (one job, zone and business date) took.",
-    )?;
-    for (job, histogram) in &state.durations {
-        let mut cumulative = 0;
-        for (bound, count) in DURATION_BUCKETS.iter().zip(histogram.buckets.iter()) {
-            cumulative += count;
-            writeln!(
-                out,
-                "contractd_job_run_duration_seconds_bucket{{sweep_job=\"{job}\",le=\"{}\"}} {cumulative}",
-                number(*bound)
-            )?;
-        }
-        writeln!(
-            out,
-            "contractd_job_run_duration_seconds_bucket{{sweep_job=\"{job}\",le=\"+Inf\"}} {}",
-            histogram.count
-        )?;
-        writeln!(
-            out,
-            "contractd_job_run_duration_seconds_sum{{sweep_job=\"{job}\"}} {}",
-            number(histogram.sum)
-        )?;
-        writeln!(
-            out,
-            "contractd_job_run_duration_seconds_count{{sweep_job=\"{job}\"}} {}",
-            histogram.count
-        )?;
-    }
-
-    if let Some(contracts) = &state.contracts {
-        header(
-            out,
-            "contractd_contracts",
-            "gauge",
-            "Contracts in the database per status (refreshed at most every 30 seconds).",
-        )?;
-        for (status, value) in contracts {
-            writeln!(
-                out,
-                "contractd_contracts{{status=\"{}\"}} {value}",
-                escape(status)
-            )?;
-        }
-    }
-
-    header(
-        out,
-        "contractd_invalid_rows_skipped_total",
-        "counter",
-        "Stored contract rows skipped because they break the rules, per daily job.",
-    )?;
-    for (job, value) in &state.invalid_rows {
-        writeln!(
-            out,
-            "contractd_invalid_rows_skipped_total{{sweep_job=\"{job}\"}} {value}"
-        )?;
-    }
-
-    header(
-        out,
-        "contractd_job_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time at which this process last saw the daily job succeed for the zone's current business date.",
-    )?;
-    for ((job, zone), value) in &state.last_success {
-        writeln!(
-            out,
-            "contractd_job_last_success_timestamp_seconds{{sweep_job=\"{job}\",zone=\"{}\"}} {}",
-            escape(zone),
-            number(*value)
-        )?;
-    }
-
-    header(
-        out,
-        "contractd_database_up",
-        "gauge",
-        "1 when the database answers and its migrations are applied, else 0.",
-    )?;
-    writeln!(
-        out,
-        "contractd_database_up {}",
-        u8::from(state.database_up.unwrap_or(false))
-    )?;
-
-    header(out, "contractd_ticks_total", "counter", "Scheduler ticks.")?;
-    writeln!(out, "contractd_ticks_total {}", state.ticks)?;
-
-    header(
-        out,
-        "contractd_build_info",
-        "gauge",
-        "Always 1; the version label says which contractd is running.",
-    )?;
-    writeln!(
-        out,
-        "contractd_build_info{{version=\"{}\"}} 1",
-        escape(env!("CARGO_PKG_VERSION"))
-    )
-}
-
 /// Seconds since the Unix epoch of the real clock (metrics are compared with Prometheus's
 /// own time, so they never use the daemon's possibly shifted clock).
 pub fn real_unix_seconds() -> f64 {
@@ -387,6 +395,52 @@ pub fn real_unix_seconds() -> f64 {
 mod tests {
     use super::*;
     use crate::storage::{RunCounts, RunKey};
+
+    /// Every family: name, type and help text exactly as dashboards, alerts and the
+    /// operations guide know them.
+    const FAMILIES: [(&str, &str, &str); 9] = [
+        (
+            "contractd_job_runs_total",
+            "counter",
+            "Job runs finished by this process, per daily job and outcome.",
+        ),
+        (
+            "contractd_transitions_total",
+            "counter",
+            "Contracts changed by each daily job in this process.",
+        ),
+        (
+            "contractd_job_run_duration_seconds",
+            "histogram",
+            "How long one job run (one job, zone and business date) took.",
+        ),
+        (
+            "contractd_contracts",
+            "gauge",
+            "Contracts in the database per status (refreshed at most every 30 seconds).",
+        ),
+        (
+            "contractd_invalid_rows_skipped_total",
+            "counter",
+            "Stored contract rows skipped because they break the rules, per daily job.",
+        ),
+        (
+            "contractd_job_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time at which this process last saw the daily job succeed for the zone's current business date.",
+        ),
+        (
+            "contractd_database_up",
+            "gauge",
+            "1 when the database answers and its migrations are applied, else 0.",
+        ),
+        ("contractd_ticks_total", "counter", "Scheduler ticks."),
+        (
+            "contractd_build_info",
+            "gauge",
+            "Always 1; the version label says which contractd is running.",
+        ),
+    ];
 
     fn report(outcome: JobOutcome, changed: i64, prior: i64) -> JobReport {
         JobReport {
@@ -413,14 +467,65 @@ mod tests {
         }
     }
 
-    #[test]
-    fn renders_every_family_with_the_sweep_job_label() {
+    /// Metrics with a value in every family.
+    fn busy() -> Metrics {
         let metrics = Metrics::new();
         metrics.tick();
         metrics.job_finished(&report(JobOutcome::Succeeded, 5, 2), 1_700_000_000.5);
         metrics.set_contracts(&[("active".to_string(), 7)]);
         metrics.set_database_up(true);
-        let text = metrics.render();
+        metrics
+    }
+
+    #[test]
+    fn every_family_has_its_help_and_type() {
+        for text in [Metrics::new().render(), busy().render()] {
+            let lines = format!("\n{text}");
+            for (name, kind, help) in FAMILIES {
+                assert!(
+                    lines.contains(&format!("\n# HELP {name} {help}\n# TYPE {name} {kind}\n")),
+                    "{name} missing or changed:\n{text}"
+                );
+            }
+            assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len(), "{text}");
+        }
+    }
+
+    /// What `promtool check metrics` reads as the text format 0.0.4: each sample belongs to
+    /// the family of the TYPE line above it (a histogram's with `_bucket`, `_sum` and
+    /// `_count`), and nothing of OpenMetrics such as `# EOF` or `# UNIT`.
+    #[test]
+    fn every_sample_belongs_to_the_family_above_it() {
+        let text = busy().render();
+        let mut family: Option<(&str, &str)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split_once(' ');
+                continue;
+            }
+            assert!(
+                line.starts_with("# HELP ") || !line.starts_with('#'),
+                "{line}"
+            );
+            if line.starts_with('#') {
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let (family, kind) = family.unwrap_or_else(|| panic!("{line} before any TYPE"));
+            let expected = if kind == "histogram" {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+            } else {
+                name == family
+            };
+            assert!(expected, "{line} under `# TYPE {family} {kind}`");
+        }
+    }
+
+    #[test]
+    fn renders_every_family_with_the_sweep_job_label() {
+        let text = busy().render();
         assert!(
             text.contains("contractd_job_runs_total{sweep_job=\"expire\",outcome=\"succeeded\"} 1")
         );
@@ -429,17 +534,53 @@ mod tests {
         assert!(text.contains(
             "contractd_job_last_success_timestamp_seconds{sweep_job=\"expire\",zone=\"Europe/Berlin\"} 1700000000.5"
         ));
+        // The library writes `le` first.
         assert!(text.contains(
-            "contractd_job_run_duration_seconds_bucket{sweep_job=\"expire\",le=\"0.05\"} 1"
+            "contractd_job_run_duration_seconds_bucket{le=\"0.05\",sweep_job=\"expire\"} 1"
         ));
         assert!(text.contains(
-            "contractd_job_run_duration_seconds_bucket{sweep_job=\"expire\",le=\"0.025\"} 0"
+            "contractd_job_run_duration_seconds_bucket{le=\"0.025\",sweep_job=\"expire\"} 0"
         ));
         assert!(text.contains("contractd_contracts{status=\"active\"} 7"));
         assert!(text.contains("contractd_contracts{status=\"draft\"} 0"));
         assert!(text.contains("contractd_database_up 1"));
         assert!(text.contains("contractd_ticks_total 1"));
+        assert!(text.contains(&format!(
+            "contractd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
         assert!(!text.contains("{job=") && !text.contains(",job="));
+    }
+
+    #[test]
+    fn every_job_has_every_bucket_from_the_start() {
+        let text = Metrics::new().render();
+        for job in Job::ALL {
+            let job = job.as_str();
+            for bound in DURATION_BUCKETS {
+                // As the library writes it: `1.0`, `0.005`.
+                let le = format!("{bound:?}");
+                assert!(
+                    text.contains(&format!(
+                        "contractd_job_run_duration_seconds_bucket{{le=\"{le}\",sweep_job=\"{job}\"}} 0\n"
+                    )),
+                    "{job} {le}:\n{text}"
+                );
+            }
+            assert!(text.contains(&format!(
+                "contractd_job_run_duration_seconds_bucket{{le=\"+Inf\",sweep_job=\"{job}\"}} 0\n"
+            )));
+            assert!(text.contains(&format!(
+                "contractd_job_run_duration_seconds_count{{sweep_job=\"{job}\"}} 0\n"
+            )));
+            for outcome in RUN_OUTCOMES {
+                assert!(text.contains(&format!(
+                    "contractd_job_runs_total{{sweep_job=\"{job}\",outcome=\"{outcome}\"}} 0\n"
+                )));
+            }
+        }
+        assert!(text.contains("contractd_database_up 0\n"));
+        assert!(!text.contains("contractd_contracts{"), "no count yet");
     }
 
     #[test]
@@ -461,8 +602,24 @@ mod tests {
         metrics.job_seen_succeeded(Job::Expire, "UTC", 20.0);
         metrics.job_seen_succeeded(Job::Expire, "UTC", 10.0);
         assert!(metrics.render().contains(
-            "contractd_job_last_success_timestamp_seconds{sweep_job=\"expire\",zone=\"UTC\"} 20"
+            "contractd_job_last_success_timestamp_seconds{sweep_job=\"expire\",zone=\"UTC\"} 20.0\n"
         ));
+    }
+
+    #[test]
+    fn statuses_no_row_has_any_more_go_away() {
+        let metrics = Metrics::new();
+        metrics.set_contracts(&[("active".to_string(), 2), ("odd\"one".to_string(), 1)]);
+        let text = metrics.render();
+        assert!(
+            text.contains("contractd_contracts{status=\"odd\\\"one\"} 1\n"),
+            "{text}"
+        );
+        metrics.set_contracts(&[("expired".to_string(), 2)]);
+        let text = metrics.render();
+        assert!(!text.contains("odd"), "{text}");
+        assert!(text.contains("contractd_contracts{status=\"active\"} 0\n"));
+        assert!(text.contains("contractd_contracts{status=\"expired\"} 2\n"));
     }
 
     #[test]
