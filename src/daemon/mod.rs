@@ -1,4 +1,4 @@
-//! `contractd serve`: the daemon (SPEC sections 7 and 8).
+//! The daemon (docs/rules.md §8 and §9): ticks, sweeps what became due, health and metrics.
 //!
 //! Pieces, each in its own module:
 //! - [`scheduler`]: tokio-cron-scheduler ticks in UTC on `scheduler.tick` and keeps a

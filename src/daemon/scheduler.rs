@@ -7,7 +7,7 @@
 //!
 //! **Never create the job with a time zone:** tokio-cron-scheduler turns a zone into the UTC
 //! offset it has at creation, so after a DST change such a job runs an hour off. Business
-//! dates are worked out per zone on every tick instead (SPEC section 7).
+//! dates are worked out per zone on every tick instead (docs/rules.md §8).
 
 use std::future::Future;
 use std::pin::Pin;
