@@ -10,6 +10,7 @@
 //! 3. transition events have a unique key per contract.
 
 mod columns;
+mod outbox;
 pub mod postgres;
 mod rows;
 mod shared;
@@ -24,6 +25,11 @@ use crate::contract::{Contract, ContractEvent};
 use crate::lifecycle::Job;
 use columns::ChangedParts;
 
+pub use outbox::{
+    Attempt, AttemptResult, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, EndpointState, EventId, FeedEvent, FeedPosition, OutboxStore, Requeue,
+    Subscription,
+};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use shared::RETRY_FAILED_RUN_AFTER_MS;
 pub use sqlite::SqliteStore;
