@@ -4,8 +4,11 @@
 //! PostgreSQL is the server at `CONTRACTD_TEST_POSTGRES_URL` (default
 //! [`DEFAULT_POSTGRES_URL`]). Tests that need it fail, never skip, when it cannot be reached.
 //!
-//! Use it with `mod support;` in a test file.
-#![allow(dead_code)]
+//! Every test binary declares it once, in its `main.rs`, as
+//! `#[path = "../support/mod.rs"] pub mod support;`. It is `pub` there: these helpers are the
+//! suite's shared API, so one that a binary does not use is no dead code in that binary.
+
+pub mod population;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -1,7 +1,6 @@
 //! A seeded, mixed population of contracts in the import format, shared by the sweep tests
 //! and the simulation: every window, several notice periods and extension terms, open-ended
 //! and fixed-term contracts, lines, and pending cancellations.
-#![allow(dead_code)]
 
 use chrono::NaiveDate;
 use rand::rngs::StdRng;

@@ -6,20 +6,11 @@
 //! Refusals exit 3 and change nothing; database failures exit 1 and change nothing. Every
 //! test runs on SQLite and PostgreSQL, each on a brand-new database.
 
-mod support;
-
-#[macro_use]
-#[path = "support/cli.rs"]
-mod cli;
-
-#[path = "support/actions.rs"]
-mod actions;
-
-use actions::{
+use crate::action_helpers::{
     act, act_with_env, assert_unchanged, cure, expect_events, expect_field, expect_fields, history,
     kinds, poison, report_lines, run_as_of, snapshot,
 };
-use cli::{changed, Backend, TestDb};
+use crate::harness::{changed, Backend, TestDb};
 use serde_json::{json, Value};
 
 backend_tests! {
@@ -1239,7 +1230,12 @@ fn nexudus_cancellation_date_15_may_is_end_date_14_may(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 
 /// `contractd end REF --end-date 2025-10-15` with this reason and notes, as of `now`.
-fn end_at_october_15(db: &TestDb, reference: &str, now: &str, extra: &[&str]) -> cli::Outcome {
+fn end_at_october_15(
+    db: &TestDb,
+    reference: &str,
+    now: &str,
+    extra: &[&str],
+) -> crate::harness::Outcome {
     let mut args = vec![
         reference,
         "--end-date",
@@ -1822,7 +1818,7 @@ fn database_failure_during_an_action_exits_1_and_changes_nothing(backend: Backen
 
     // A row another system broke is not the operator's input either: exit 1, naming the
     // contract (once) and the field.
-    let broken = cli::block_on(
+    let broken = crate::harness::block_on(
         db.raw()
             .execute("UPDATE contracts SET notice_period = '5X' WHERE ref = 'HEALTHY'"),
     );

@@ -2,16 +2,14 @@
 //! exactly once, the same as one process), and a database that goes away and comes back
 //! under a running daemon (a private cluster, so the shared test server stays up).
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 
-use daemon::{
+use crate::harness::{
     contractd_ok, copy_postgres, duplicate_transitions, events, expiring, export, import,
     local_midnight, mixed_contract, scalar, wait_all_done, Daemon, DaemonOptions, DropDatabases,
     PrivateCluster,

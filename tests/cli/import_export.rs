@@ -4,15 +4,11 @@
 //! skipped by a sweep and reported by export. Every test runs on SQLite and PostgreSQL,
 //! each on a brand-new database.
 
-mod support;
-
-#[macro_use]
-#[path = "support/cli.rs"]
-mod cli;
-
 use std::collections::BTreeSet;
 
-use cli::{changed, example_contracts, jsonl, minimal, remove, rich, with_line, Backend, TestDb};
+use crate::harness::{
+    changed, example_contracts, jsonl, minimal, remove, rich, with_line, Backend, TestDb,
+};
 use serde_json::{json, Value};
 
 backend_tests! {
@@ -44,7 +40,7 @@ backend_tests! {
 
 /// Import `records` (given as text lines) into a fresh database: exit 3, nothing written.
 /// Returns the outcome for the caller to check the messages.
-fn refused(db: &TestDb, text: &str) -> cli::Outcome {
+fn refused(db: &TestDb, text: &str) -> crate::harness::Outcome {
     let outcome = db.import_text(text);
     outcome
         .expect_code(3)
@@ -452,7 +448,7 @@ fn import_reads_standard_input(backend: Backend) {
     let text = jsonl(&[minimal("STDIN-1"), rich(4)]);
     let path = db.write_file("stdin.jsonl", &text);
     command.stdin(std::fs::File::open(path).expect("open"));
-    let outcome = cli::run_command(command);
+    let outcome = crate::harness::run_command(command);
     outcome.expect_code(0);
     assert_eq!(db.export_ok(&[]).exported_refs(), ["STDIN-1", "GEN-004"]);
 }
@@ -908,7 +904,7 @@ fn invalid_row_is_skipped_by_the_sweep_and_reported_by_export(backend: Backend) 
         ending("OK-2"),
         minimal("EVERGREEN"),
     ]);
-    let changed_rows = cli::block_on(
+    let changed_rows = crate::harness::block_on(
         db.raw()
             .execute("UPDATE contracts SET notice_period = '5X' WHERE ref = 'BROKEN'"),
     );

@@ -2,16 +2,12 @@
 //! batch in flight commits, exit 0 within 10 s, the next start finishes the run) and by
 //! kill -9 at random points (the final state equals an uninterrupted run's). SQLite.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use rand::Rng;
 
-use daemon::{
+use crate::harness::{
     contractd_ok, copy_sqlite, duplicate_transitions, events, expiring, export, import,
     mixed_contract, scalar, sqlite_url_in, wait_all_done, Daemon, DaemonOptions,
 };

@@ -1,10 +1,6 @@
 //! Helpers for the tests that drive the real `contractd` binary: a brand-new database per
 //! test on either backend, running the binary against it with chosen arguments and
 //! environment, the captured outcome, and generated contract records.
-//!
-//! Use it next to `mod support;` as
-//! `#[macro_use] #[path = "support/cli.rs"] mod cli;`.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -34,7 +30,7 @@ macro_rules! backend_tests {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::cli::Backend::Sqlite);
+                    super::$name($crate::harness::Backend::Sqlite);
                 }
             )*
         }
@@ -42,7 +38,7 @@ macro_rules! backend_tests {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::cli::Backend::Postgres);
+                    super::$name($crate::harness::Backend::Postgres);
                 }
             )*
         }

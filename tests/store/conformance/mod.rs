@@ -5,7 +5,7 @@
 //! PostgreSQL tests need the server at `CONTRACTD_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and fail when it is unreachable.
 
-mod support;
+use crate::support;
 
 use chrono::NaiveDate;
 use contractd::contract::{Contract, ContractEvent, ContractStatus, EventKind};
@@ -30,7 +30,7 @@ macro_rules! conformance {
         benchmarks: [$($bench:ident),* $(,)?] $(,)?
     ) => {
         mod sqlite {
-            use super::support;
+            use crate::support;
 
             $(
                 #[tokio::test]
@@ -64,7 +64,7 @@ macro_rules! conformance {
         }
 
         mod postgres {
-            use super::support;
+            use crate::support;
 
             $(
                 #[tokio::test]

@@ -9,9 +9,8 @@
 //!   past its own end date;
 //! - every status change of the day has exactly one event explaining it, made that day.
 
-#[path = "support/population.rs"]
-mod population;
-mod support;
+use crate::support;
+use crate::support::population;
 
 use std::collections::HashMap;
 use std::io::BufReader;

@@ -2,9 +2,8 @@
 //! storage, idempotence, catch-up, time zones and DST, invalid rows, failing runs, dry runs and
 //! lease takeover.
 
-#[path = "support/population.rs"]
-mod population;
-mod support;
+use crate::support;
+use crate::support::population;
 
 use std::io::BufReader;
 use std::time::Duration;

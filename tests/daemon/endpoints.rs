@@ -2,17 +2,13 @@
 //! (checked by promtool), systemd notifications, SIGHUP reload, and readiness without
 //! migrations. Every test spawns the real binary on its own SQLite database.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
-use daemon::{
+use crate::harness::{
     contractd_ok, expiring, import, local_midnight, promtool_check_metrics, scalar, sqlite_url_in,
     Daemon, DaemonOptions, NotifySocket,
 };
+use chrono::{NaiveDate, Utc};
 
 /// A business date far from today, so nothing but the rehearsed midnight matters.
 fn rehearsal_date() -> NaiveDate {

@@ -1,14 +1,6 @@
 //! Helpers for the daemon tests: spawn the real `contractd` binary (`serve` and the other
 //! commands), read its JSON logs, talk to its HTTP endpoints, send it signals, generate
 //! contracts, read the database directly, and run a private PostgreSQL cluster.
-//!
-//! Use it from a test file with
-//! ```ignore
-//! mod support;
-//! #[path = "support/daemon.rs"]
-//! mod daemon;
-//! ```
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,18 +87,6 @@ pub fn export(database_url: &str) -> Vec<String> {
     contractd_ok(database_url, &["export"], &[])
         .lines()
         .map(str::to_string)
-        .collect()
-}
-
-/// The contracts as exported, by ref.
-pub fn export_by_ref(database_url: &str) -> BTreeMap<String, Value> {
-    export(database_url)
-        .iter()
-        .map(|line| {
-            let value: Value = serde_json::from_str(line).expect("export line is JSON");
-            let reference = value["ref"].as_str().unwrap_or_default().to_string();
-            (reference, value)
-        })
         .collect()
 }
 
