@@ -20,14 +20,12 @@ use support::{contract_from_json, RawDb};
 
 /// Instantiate every generic test once per backend, each on a fresh database.
 /// `migrated`: tests taking a migrated store; `empty`: tests taking a store whose database
-/// has no tables yet; `raw`: tests taking a migrated store and raw SQL access to its database;
-/// `benchmarks`: like `migrated`, but only run when asked for (`--ignored`).
+/// has no tables yet; `raw`: tests taking a migrated store and raw SQL access to its database.
 macro_rules! conformance {
     (
         migrated: [$($migrated:ident),* $(,)?],
         empty: [$($empty:ident),* $(,)?],
-        raw: [$($raw:ident),* $(,)?],
-        benchmarks: [$($bench:ident),* $(,)?] $(,)?
+        raw: [$($raw:ident),* $(,)?] $(,)?
     ) => {
         mod sqlite {
             use crate::support;
@@ -53,14 +51,6 @@ macro_rules! conformance {
                     super::$raw(store, support::RawDb::sqlite(&dir)).await;
                 }
             )*
-            $(
-                #[tokio::test]
-                #[ignore = "benchmark: cargo test --release --test storage_conformance -- --ignored"]
-                async fn $bench() {
-                    let (store, _dir) = support::fresh_sqlite().await;
-                    super::$bench(store).await;
-                }
-            )*
         }
 
         mod postgres {
@@ -82,13 +72,6 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $raw() {
                     support::with_postgres(true, super::$raw).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                #[ignore = "benchmark: cargo test --release --test storage_conformance -- --ignored"]
-                async fn $bench() {
-                    support::with_postgres(true, |store, _raw| super::$bench(store)).await;
                 }
             )*
         }
@@ -128,9 +111,6 @@ conformance! {
     ],
     raw: [
         invalid_rows_come_back_as_errors_without_failing_the_batch,
-    ],
-    benchmarks: [
-        import_a_million_contracts,
     ],
 }
 
@@ -2007,50 +1987,4 @@ async fn concurrent_claims_and_commits_have_one_winner<S: ContractStore>(store: 
         event_keys(&store, "RACE").await,
         vec!["imported".to_string(), format!("writer-{winner}")]
     );
-}
-
-// ---------------------------------------------------------------------------------------
-// Benchmarks
-
-/// Import `CONTRACTD_IMPORT_BENCH_COUNT` contracts (default 1,000,000; one in a hundred with
-/// every kind of child) in one call, and report how long it took.
-async fn import_a_million_contracts<S: ContractStore>(store: S) {
-    let count: usize = std::env::var("CONTRACTD_IMPORT_BENCH_COUNT")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(1_000_000);
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"];
-    let templates: Vec<Contract> = zones
-        .iter()
-        .map(|zone| plain("TEMPLATE", zone, Some("2025-06-30")))
-        .collect();
-    let rich_template = rich("TEMPLATE");
-    let contracts: Vec<NewContract> = (0..count)
-        .map(|index| {
-            let mut contract = if index.is_multiple_of(100) {
-                rich_template.clone()
-            } else {
-                templates[index % templates.len()].clone()
-            };
-            contract.reference = format!("IMPORT-{index:08}");
-            new(contract)
-        })
-        .collect();
-    let started = std::time::Instant::now();
-    store
-        .insert_contracts(&contracts, NOW)
-        .await
-        .expect("import");
-    let elapsed = started.elapsed();
-    eprintln!(
-        "imported {count} contracts in {:.1} s ({:.0} contracts/s)",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
-    );
-    assert_eq!(
-        store.count_by_status().await.expect("count"),
-        vec![("active".to_string(), count as i64)]
-    );
-    let last = format!("IMPORT-{:08}", count - 1);
-    assert_eq!(event_keys(&store, &last).await, vec!["imported"]);
 }
