@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use crate::harness::{block_on, Backend, Outcome, TestDb};
+use crate::harness::{block_on, Outcome, TestDb};
+use crate::support::Backend;
 
 /// The `--now` instant of an action: `2025-11-22` becomes `2025-11-22T10:00:00Z` (the same
 /// date in every European and American zone); a full RFC 3339 instant is kept as it is.

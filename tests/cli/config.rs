@@ -5,15 +5,18 @@
 
 use std::path::Path;
 
-use crate::harness::{contractd, minimal, run_command, Backend, Outcome, TestDb};
+use crate::harness::{contractd, minimal, run_command, Outcome, TestDb};
+use crate::support::Backend;
 use serde_json::json;
 use tempfile::TempDir;
 
-backend_tests! {
-    unknown_zone_in_run_is_a_usage_error,
-    migrate_twice_is_fine,
-    default_time_zone_layers_default_file_environment,
-    database_url_layers_file_environment_flag,
+crate::both_databases! {
+    backend: [
+        unknown_zone_in_run_is_a_usage_error,
+        migrate_twice_is_fine,
+        default_time_zone_layers_default_file_environment,
+        database_url_layers_file_environment_flag,
+    ],
 }
 
 /// Run `contractd ARGS…` in a new, empty directory with `env`; the directory is returned so

@@ -14,45 +14,13 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
-use crate::support::{drop_postgres, fresh_postgres_url, sqlite_url, RawDb};
+use crate::support::{drop_postgres, fresh_postgres_url, sqlite_url, Backend, RawDb};
 
 /// The binary under test (a debug build).
 pub const BINARY: &str = env!("CARGO_BIN_EXE_contractd");
 
 /// No command of these tests may take longer than this; a hung binary fails the test.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Instantiate each listed `fn name(backend: Backend)` as a `#[test]` once per backend, in
-/// the modules `sqlite` and `postgres`.
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::harness::Backend::Sqlite);
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::harness::Backend::Postgres);
-                }
-            )*
-        }
-    };
-}
-
-/// Which database a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file in the test's temporary directory.
-    Sqlite,
-    /// A brand-new database on the PostgreSQL test server, dropped afterwards.
-    Postgres,
-}
 
 /// Run a future to completion on a small runtime of its own (the tests themselves are
 /// synchronous: they spawn processes).

@@ -6,36 +6,37 @@
 
 use std::collections::BTreeSet;
 
-use crate::harness::{
-    changed, example_contracts, jsonl, minimal, remove, rich, with_line, Backend, TestDb,
-};
+use crate::harness::{changed, example_contracts, jsonl, minimal, remove, rich, with_line, TestDb};
+use crate::support::Backend;
 use serde_json::{json, Value};
 
-backend_tests! {
-    each_bad_record_is_refused_naming_line_ref_and_field,
-    duplicate_ref_in_the_file_names_both_lines,
-    duplicate_ref_of_an_invalid_record_is_reported_too,
-    duplicate_ref_against_the_database_writes_nothing,
-    ref_of_64_characters_is_accepted,
-    ref_with_a_control_character_is_refused_and_escaped,
-    invalid_utf8_is_reported_with_its_line,
-    byte_order_mark_and_crlf_line_ends_are_accepted,
-    import_reads_standard_input,
-    json_errors_give_the_column_not_a_second_line_number,
-    empty_file_is_refused,
-    missing_file_is_refused,
-    one_bad_record_spoils_the_whole_file,
-    ten_thousand_records_with_a_hundred_bad_ones,
-    export_import_export_is_byte_identical,
-    computed_fields_in_the_file_are_ignored,
-    initial_term_gives_the_end_date,
-    defaults_are_applied,
-    export_by_ref,
-    export_of_an_unknown_ref_prints_nothing,
-    show_prints_the_contract_as_json,
-    history_lists_the_imported_event,
-    runs_lists_the_ledger_after_a_run,
-    invalid_row_is_skipped_by_the_sweep_and_reported_by_export,
+crate::both_databases! {
+    backend: [
+        each_bad_record_is_refused_naming_line_ref_and_field,
+        duplicate_ref_in_the_file_names_both_lines,
+        duplicate_ref_of_an_invalid_record_is_reported_too,
+        duplicate_ref_against_the_database_writes_nothing,
+        ref_of_64_characters_is_accepted,
+        ref_with_a_control_character_is_refused_and_escaped,
+        invalid_utf8_is_reported_with_its_line,
+        byte_order_mark_and_crlf_line_ends_are_accepted,
+        import_reads_standard_input,
+        json_errors_give_the_column_not_a_second_line_number,
+        empty_file_is_refused,
+        missing_file_is_refused,
+        one_bad_record_spoils_the_whole_file,
+        ten_thousand_records_with_a_hundred_bad_ones,
+        export_import_export_is_byte_identical,
+        computed_fields_in_the_file_are_ignored,
+        initial_term_gives_the_end_date,
+        defaults_are_applied,
+        export_by_ref,
+        export_of_an_unknown_ref_prints_nothing,
+        show_prints_the_contract_as_json,
+        history_lists_the_imported_event,
+        runs_lists_the_ledger_after_a_run,
+        invalid_row_is_skipped_by_the_sweep_and_reported_by_export,
+    ],
 }
 
 /// Import `records` (given as text lines) into a fresh database: exit 3, nothing written.

@@ -5,7 +5,6 @@
 #[path = "../support/mod.rs"]
 pub mod support;
 
-#[macro_use]
 mod harness;
 
 mod action_helpers;

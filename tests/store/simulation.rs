@@ -36,15 +36,8 @@ const CONTRACTS: usize = 2_000;
 const DAYS: u64 = 3 * 365;
 const ZONES: [&str; 3] = ["Europe/Berlin", "America/New_York", "Asia/Kolkata"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_years_of_daily_sweeps_on_sqlite() {
-    let (store, dir) = support::fresh_sqlite().await;
-    simulate(store, RawDb::sqlite(&dir)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_years_of_daily_sweeps_on_postgres() {
-    support::with_postgres(true, simulate).await;
+crate::both_databases! {
+    store_and_raw: [three_years_of_daily_sweeps],
 }
 
 async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
@@ -219,7 +212,7 @@ fn check_invariants(contract: &Contract, day: NaiveDate) {
     }
 }
 
-async fn simulate<S: ContractStore>(store: S, _raw: RawDb) {
+async fn three_years_of_daily_sweeps<S: ContractStore>(store: S, _raw: RawDb) {
     let first_day = NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
     let data = population::population(2024, CONTRACTS, &ZONES);
     import(

@@ -111,46 +111,26 @@ fn count(kinds: &[String], kind: &str) -> usize {
     kinds.iter().filter(|k| k.as_str() == kind).count()
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = super::support::fresh_sqlite().await;
-                    super::$name(store, super::support::RawDb::sqlite(&dir)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::support::with_postgres(true, super::$name).await;
-                }
-            )*
-        }
-    };
+crate::both_databases! {
+    store_and_raw: [
+        execute_cancellation_runs_the_day_after_its_end_date,
+        line_cancellation_cancels_only_its_line,
+        auto_extension_happens_the_day_after_the_deadline,
+        auto_extension_catches_up_several_terms_in_one_sweep,
+        expiry_of_contracts_and_of_single_lines,
+        refresh_moves_the_deadline_to_the_next_window,
+        the_same_sweep_twice_changes_nothing,
+        one_sweep_after_forty_days_equals_forty_daily_sweeps,
+        zones_swept_at_once_end_as_one_at_a_time,
+        kiritimati_and_pago_pago_are_on_different_business_dates,
+        havana_starts_its_business_day_at_the_first_instant_after_the_dst_gap,
+        berlin_business_day_starts_at_local_midnight_across_both_dst_changes,
+        an_invalid_row_is_skipped_and_the_batch_goes_on,
+        a_database_error_fails_the_run_and_keeps_committed_batches,
+        dry_run_writes_nothing,
+        an_expired_lease_is_taken_over_and_resumes_from_the_cursor,
+    ],
 }
-
-on_both_databases!(
-    execute_cancellation_runs_the_day_after_its_end_date,
-    line_cancellation_cancels_only_its_line,
-    auto_extension_happens_the_day_after_the_deadline,
-    auto_extension_catches_up_several_terms_in_one_sweep,
-    expiry_of_contracts_and_of_single_lines,
-    refresh_moves_the_deadline_to_the_next_window,
-    the_same_sweep_twice_changes_nothing,
-    one_sweep_after_forty_days_equals_forty_daily_sweeps,
-    zones_swept_at_once_end_as_one_at_a_time,
-    kiritimati_and_pago_pago_are_on_different_business_dates,
-    havana_starts_its_business_day_at_the_first_instant_after_the_dst_gap,
-    berlin_business_day_starts_at_local_midnight_across_both_dst_changes,
-    an_invalid_row_is_skipped_and_the_batch_goes_on,
-    a_database_error_fails_the_run_and_keeps_committed_batches,
-    dry_run_writes_nothing,
-    an_expired_lease_is_taken_over_and_resumes_from_the_cursor,
-);
 
 async fn execute_cancellation_runs_the_day_after_its_end_date<S: ContractStore>(
     store: S,

@@ -18,68 +18,8 @@ use contractd::storage::{
 use serde_json::json;
 use support::{contract_from_json, RawDb};
 
-/// Instantiate every generic test once per backend, each on a fresh database.
-/// `migrated`: tests taking a migrated store; `empty`: tests taking a store whose database
-/// has no tables yet; `raw`: tests taking a migrated store and raw SQL access to its database.
-macro_rules! conformance {
-    (
-        migrated: [$($migrated:ident),* $(,)?],
-        empty: [$($empty:ident),* $(,)?],
-        raw: [$($raw:ident),* $(,)?] $(,)?
-    ) => {
-        mod sqlite {
-            use crate::support;
-
-            $(
-                #[tokio::test]
-                async fn $migrated() {
-                    let (store, _dir) = support::fresh_sqlite().await;
-                    super::$migrated(store).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $empty() {
-                    let (store, _dir) = support::empty_sqlite().await;
-                    super::$empty(store).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $raw() {
-                    let (store, dir) = support::fresh_sqlite().await;
-                    super::$raw(store, support::RawDb::sqlite(&dir)).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            use crate::support;
-
-            $(
-                #[tokio::test]
-                async fn $migrated() {
-                    support::with_postgres(true, |store, _raw| super::$migrated(store)).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $empty() {
-                    support::with_postgres(false, |store, _raw| super::$empty(store)).await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $raw() {
-                    support::with_postgres(true, super::$raw).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
-    migrated: [
+crate::both_databases! {
+    store: [
         round_trip_keeps_every_child_kind_and_the_pending_cancellation,
         round_trip_of_a_minimal_contract,
         duplicate_ref_is_refused_and_nothing_is_written,
@@ -106,11 +46,11 @@ conformance! {
         zones_are_listed_once_in_byte_order,
         concurrent_claims_and_commits_have_one_winner,
     ],
-    empty: [
-        migrate_twice_then_ready,
-    ],
-    raw: [
+    store_and_raw: [
         invalid_rows_come_back_as_errors_without_failing_the_batch,
+    ],
+    empty_store: [
+        migrate_twice_then_ready,
     ],
 }
 
