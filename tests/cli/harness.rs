@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
-use crate::support::{drop_postgres, fresh_postgres_url, sqlite_url, Backend, RawDb};
+use crate::support::{date, drop_postgres, fresh_postgres_url, sqlite_url, Backend, RawDb};
 
 /// The binary under test (a debug build).
 pub const BINARY: &str = env!("CARGO_BIN_EXE_contractd");
@@ -473,10 +473,6 @@ pub fn changed(mut record: Value, changes: &[(&str, Value)]) -> Value {
         set(&mut record, pointer, value.clone());
     }
     record
-}
-
-fn date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
 }
 
 fn plus_days(start: NaiveDate, days: u64) -> String {

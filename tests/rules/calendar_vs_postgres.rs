@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
+use crate::support::date;
+
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const SEED: u64 = 0x00C0_FFEE_2025;
 const PAIRS: usize = 150_000;
@@ -216,7 +218,6 @@ async fn postgres_differs_only_by_the_month_end_rule() {
     // The cases the differential leaves out do differ, so leaving them out is necessary, and
     // the comparison above is not vacuous.
     let pool = pool().await;
-    let date = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
     let p = |text: &str| text.parse::<Period>().unwrap();
     let month_ends = [
         Case {

@@ -17,11 +17,7 @@ use contractd::shutdown::Shutdown;
 use contractd::storage::{ContractStore, RunKey, RunStatus};
 use contractd::sweep::{run_job, sweep_due, JobOutcome, SweepOptions, SweepReport};
 use contractd::transfer::{export, import};
-use support::{fresh_sqlite, with_postgres, RawDb};
-
-fn date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("test date")
-}
+use support::{date, fresh_sqlite, with_postgres, RawDb};
 
 /// Noon UTC of a date: every zone in these tests is on that date or next to it.
 fn noon(day: NaiveDate) -> DateTime<Utc> {

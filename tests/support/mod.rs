@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::NaiveDate;
 use contractd::contract::record::{read_record, ParseDefaults};
 use contractd::contract::Contract;
 use contractd::storage::sqlite::SqliteSettings;
@@ -360,6 +361,12 @@ impl RawDb {
         };
         outcome.unwrap_or_else(|error| panic!("raw SQL failed: {sql}: {error}"))
     }
+}
+
+/// A date written `YYYY-MM-DD`, as in `date("2025-01-31")`; panics on anything else.
+pub fn date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .unwrap_or_else(|error| panic!("not a YYYY-MM-DD date: {text:?}: {error}"))
 }
 
 /// A contract from one line of the import format (UTC when it names no zone). Panics with

@@ -16,7 +16,7 @@ use contractd::storage::{
     LoadedContract, NewContract, RunClaim, RunCounts, RunKey, RunStatus, StorageError,
 };
 use serde_json::json;
-use support::{contract_from_json, RawDb};
+use support::{contract_from_json, date, RawDb};
 
 crate::both_databases! {
     store: [
@@ -60,13 +60,9 @@ const NOW: i64 = 1_720_000_000_000;
 /// A lease long enough for any test.
 const LEASE: i64 = 60_000;
 
-fn d(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("test date")
-}
-
 /// The import day of every test contract.
 fn imported_on() -> NaiveDate {
-    d("2024-06-01")
+    date("2024-06-01")
 }
 
 /// A contract with no children: `end` is its end date (open-ended when `None`).
@@ -136,8 +132,8 @@ fn rich(reference: &str) -> Contract {
     .replace('\n', " ")
     .replace("\"REF\"", &format!("\"{reference}\""));
     let mut contract = contract_from_json(&json);
-    contract.cancellation_date = Some(d("2024-09-30"));
-    contract.latest_cancellation_date = Some(d("2024-06-30"));
+    contract.cancellation_date = Some(date("2024-09-30"));
+    contract.latest_cancellation_date = Some(date("2024-06-30"));
     contract
 }
 
@@ -183,7 +179,7 @@ async fn event_keys<S: ContractStore>(store: &S, reference: &str) -> Vec<String>
 fn event(kind: EventKind, key: Option<&str>) -> ContractEvent {
     ContractEvent {
         kind,
-        effective_on: d("2024-07-01"),
+        effective_on: date("2024-07-01"),
         line_ref: None,
         details: json!({ "kind": kind.as_str(), "n": 1 }),
         transition_key: key.map(str::to_string),
@@ -200,11 +196,11 @@ fn change(
     ContractChange::new(loaded.id, loaded.version, before, contract, events)
 }
 
-fn run_key(job: Job, zone: &str, date: &str) -> RunKey {
+fn run_key(job: Job, zone: &str, business_date: &str) -> RunKey {
     RunKey {
         job,
         zone: zone.to_string(),
-        business_date: d(date),
+        business_date: date(business_date),
     }
 }
 
@@ -332,7 +328,7 @@ async fn duplicate_ref_is_refused_and_nothing_is_written<S: ContractStore>(store
     let (_, a) = load(&store, "A").await;
     assert_eq!(
         a.end_date,
-        Some(d("2024-12-31")),
+        Some(date("2024-12-31")),
         "the existing A is untouched"
     );
 
@@ -609,7 +605,7 @@ fn due_fixture() -> Vec<Contract> {
             .replace('\n', " ")
             .as_str(),
     );
-    extending.latest_cancellation_date = Some(d("2024-05-31"));
+    extending.latest_cancellation_date = Some(date("2024-05-31"));
     let mut later = contract_from_json(
         r#"{"ref":"X4-not-due","customer":"c","time_zone":"Europe/Berlin",
             "start_date":"2024-01-01","end_date":"2024-12-31","notice_period":"3M",
@@ -617,7 +613,7 @@ fn due_fixture() -> Vec<Contract> {
             .replace('\n', " ")
             .as_str(),
     );
-    later.latest_cancellation_date = Some(d("2024-09-30"));
+    later.latest_cancellation_date = Some(date("2024-09-30"));
     let cancelling = contract_from_json(
         r#"{"ref":"X6-cancel-0615","customer":"c","time_zone":"Europe/Berlin",
             "start_date":"2024-01-01","end_date":"2024-12-31","cancellation_window":"end_of_month",
@@ -634,7 +630,7 @@ fn due_fixture() -> Vec<Contract> {
             .as_str(),
     );
     let mut evergreen = plain("X8-evergreen", "Europe/Berlin", None);
-    evergreen.latest_cancellation_date = Some(d("2024-06-20"));
+    evergreen.latest_cancellation_date = Some(date("2024-06-20"));
     vec![
         plain("X1-end-0331", "Europe/Berlin", Some("2024-03-31")),
         plain("X2-end-0331", "Europe/Berlin", Some("2024-03-31")),
@@ -657,7 +653,7 @@ async fn due_batch_returns_due_rows_of_the_zone_in_due_then_id_order<S: Contract
     for contract in &fixture {
         ids.push(load(&store, &contract.reference).await.0.id);
     }
-    let business_date = d("2024-07-01");
+    let business_date = date("2024-07-01");
     for job in Job::ALL.iter().copied() {
         // What the store must return: the zone's contracts whose due date for the job is
         // before the business date, by (due, id).
@@ -766,7 +762,7 @@ async fn due_batch_returns_due_rows_of_the_zone_in_due_then_id_order<S: Contract
         .expect("due_batch")
         .is_empty());
     assert!(store
-        .due_batch(Job::Expire, "Europe/Berlin", d("2024-01-01"), None, 100)
+        .due_batch(Job::Expire, "Europe/Berlin", date("2024-01-01"), None, 100)
         .await
         .expect("due_batch")
         .is_empty());
@@ -825,7 +821,7 @@ async fn invalid_rows_come_back_as_errors_without_failing_the_batch<S: ContractS
     };
 
     let batch = store
-        .due_batch(Job::Expire, "Europe/Berlin", d("2024-07-01"), None, 10)
+        .due_batch(Job::Expire, "Europe/Berlin", date("2024-07-01"), None, 10)
         .await
         .expect("an invalid row must not fail the batch");
     assert_eq!(
@@ -839,12 +835,12 @@ async fn invalid_rows_come_back_as_errors_without_failing_the_batch<S: ContractS
     assert_eq!(field_errors(&batch[1]), vec!["notice_period"]);
     assert_eq!(field_errors(&batch[2]), vec!["lines[0].kind"]);
     for loaded in &batch {
-        assert!(loaded.due.is_some_and(|due| due < d("2024-07-01")));
+        assert!(loaded.due.is_some_and(|due| due < date("2024-07-01")));
         assert_eq!(loaded.version, 1);
     }
 
     let mars = store
-        .due_batch(Job::Expire, "Mars/Olympus", d("2024-07-01"), None, 10)
+        .due_batch(Job::Expire, "Mars/Olympus", date("2024-07-01"), None, 10)
         .await
         .expect("due_batch");
     assert_eq!(mars.len(), 1);
@@ -887,8 +883,8 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
     contract_1.end_reason = None;
     contract_1.renewals.pop();
     contract_1.lines[1].description = "changed".to_string();
-    contract_1.cancellation_date = Some(d("2025-09-30"));
-    contract_1.latest_cancellation_date = Some(d("2025-06-30"));
+    contract_1.cancellation_date = Some(date("2025-09-30"));
+    contract_1.latest_cancellation_date = Some(date("2025-06-30"));
     contract_2.status = ContractStatus::Expired;
     contract_2.end_notes = Some("expired by test".to_string());
     let mut line_event = event(EventKind::LineExpired, Some("line:L1:2024-07-01"));
@@ -946,7 +942,7 @@ async fn commit_batch_applies_changes_with_events_and_bumps_the_version<S: Contr
         ]
     );
     assert_eq!(events[1].kind, "cancellation_revoked");
-    assert_eq!(events[1].effective_on, d("2024-07-01"));
+    assert_eq!(events[1].effective_on, date("2024-07-01"));
     assert_eq!(events[1].run_id, None);
     assert_eq!(events[1].recorded_at_ms, NOW + 1);
     assert_eq!(events[2].line_ref.as_deref(), Some("L1"));
@@ -1262,7 +1258,7 @@ async fn commit_batch_rolls_back_the_whole_batch_on_a_duplicate_transition<S: Co
             Some(progress(
                 &run,
                 Some(BatchCursor {
-                    due: d("2024-12-31"),
+                    due: date("2024-12-31"),
                     id: b.id,
                 }),
                 counts(2, 2, 0),
@@ -1347,7 +1343,7 @@ async fn commit_batch_advances_the_ledger<S: ContractStore>(store: S) {
     let (two, _) = load(&store, "LED-2").await;
 
     let first_cursor = BatchCursor {
-        due: d("2024-03-31"),
+        due: date("2024-03-31"),
         id: one.id,
     };
     let outcome = store
@@ -1371,7 +1367,7 @@ async fn commit_batch_advances_the_ledger<S: ContractStore>(store: S) {
 
     // A batch with no change still advances the ledger (examined rows that needed nothing).
     let second_cursor = BatchCursor {
-        due: d("2024-04-30"),
+        due: date("2024-04-30"),
         id: two.id,
     };
     store
@@ -1522,7 +1518,7 @@ async fn failed_run_is_retried_after_the_pause<S: ContractStore>(store: S) {
             Some(progress(
                 &run,
                 Some(BatchCursor {
-                    due: d("2024-05-01"),
+                    due: date("2024-05-01"),
                     id: 42,
                 }),
                 counts(4, 1, 0),
@@ -1564,7 +1560,7 @@ async fn failed_run_is_retried_after_the_pause<S: ContractStore>(store: S) {
     assert_eq!(
         retry.cursor,
         Some(BatchCursor {
-            due: d("2024-05-01"),
+            due: date("2024-05-01"),
             id: 42
         }),
         "the retry resumes after the last committed batch"
@@ -1581,7 +1577,7 @@ async fn released_run_is_taken_over_at_once_with_its_progress<S: ContractStore>(
     let key = run_key(Job::AutoExtend, "America/Santiago", "2024-09-08");
     let run = claim(&store, &key, "a", NOW).await;
     let cursor = BatchCursor {
-        due: d("2024-06-30"),
+        due: date("2024-06-30"),
         id: 7,
     };
     store
@@ -1646,7 +1642,7 @@ async fn succeeded_runs_since_lists_only_succeeded_runs<S: ContractStore>(store:
     .await;
 
     let mut since = store
-        .succeeded_runs_since(d("2024-06-30"))
+        .succeeded_runs_since(date("2024-06-30"))
         .await
         .expect("succeeded_runs_since");
     since.sort_by_key(|key| (key.business_date, key.zone.clone(), key.job.as_str()));
@@ -1658,13 +1654,13 @@ async fn succeeded_runs_since_lists_only_succeeded_runs<S: ContractStore>(store:
         ]
     );
     assert!(store
-        .succeeded_runs_since(d("2024-07-02"))
+        .succeeded_runs_since(date("2024-07-02"))
         .await
         .expect("since")
         .is_empty());
     assert_eq!(
         store
-            .succeeded_runs_since(d("2000-01-01"))
+            .succeeded_runs_since(date("2000-01-01"))
             .await
             .expect("since")
             .len(),
@@ -1798,7 +1794,8 @@ async fn events_are_listed_oldest_first<S: ContractStore>(store: S) {
             .enumerate()
             .map(|(index, kind)| {
                 let mut e = event(*kind, None);
-                e.effective_on = d("2024-07-01") + chrono::Days::new((round * 10 + index) as u64);
+                e.effective_on =
+                    date("2024-07-01") + chrono::Days::new((round * 10 + index) as u64);
                 e
             })
             .collect();
@@ -1839,7 +1836,7 @@ async fn events_are_listed_oldest_first<S: ContractStore>(store: S) {
             "v4:1:deadlines_refreshed",
         ]
     );
-    assert_eq!(events[4].effective_on, d("2024-07-13"));
+    assert_eq!(events[4].effective_on, date("2024-07-13"));
     assert_eq!(events[6].recorded_at_ms, NOW + 2);
 }
 
