@@ -1,10 +1,10 @@
-//! The operator actions of SPEC section 6 as operators use them: the real binary's `cancel`,
-//! `end` and `revoke` (with the hidden `--now` fixing "today"), then `run --as-of` the days
-//! after, checked through `export`, `show` and `history`. The examples of the three seed
-//! pages by name: NCRC's three notice examples, Nexudus's "cancellation date 15 May" and admin
-//! cancel with a final invoice, and every bullet of Billing Central's "Ending Contracts".
-//! Refusals exit 3 and change nothing; database failures exit 1 and change nothing. Every
-//! test runs on SQLite and PostgreSQL, each on a brand-new database.
+//! The operator actions of docs/rules.md section 6 as operators use them: the real binary's
+//! `cancel`, `end` and `revoke` (with the hidden `--now` fixing "today"), then `run --as-of` the
+//! days after, checked through `export`, `show` and `history`. The examples of the three seed pages
+//! by name: NCRC's three notice examples, Nexudus's "cancellation date 15 May" and admin cancel
+//! with a final invoice, and every bullet of Billing Central's "Ending Contracts". Refusals exit 3
+//! and change nothing; database failures exit 1 and change nothing. Every test runs on SQLite and
+//! PostgreSQL, each on a brand-new database.
 
 use crate::action_helpers::{
     act, act_with_env, assert_unchanged, cure, expect_events, expect_field, expect_fields, history,
@@ -544,7 +544,7 @@ fn late_cancellation_with_an_end_date_names_the_deadline_and_changes_nothing(bac
                 "next possible end date is 2026-12-31, deadline 2026-11-30",
             ],
         ),
-        // SPEC section 4: 30 Nov needed notice by 31 Oct.
+        // docs/rules.md section 4: 30 Nov needed notice by 31 Oct.
         (
             &["MONTH-1M", "--end-date", "2025-11-30"],
             "2025-11-22",
@@ -1427,8 +1427,8 @@ fn billing_central_end_early_in_the_past_expires_at_once(backend: Backend) {
     assert_eq!(db.exported("BC-PAST"), record, "contract 'BC-PAST'");
 }
 
-/// Every refusal of Billing Central's note and SPEC section 6 exits 3, names the contract and
-/// the field, and changes nothing.
+/// Every refusal of Billing Central's note and docs/rules.md section 6 exits 3, names the contract
+/// and the field, and changes nothing.
 fn billing_central_end_early_refusals_change_nothing(backend: Backend) {
     let db = TestDb::new(backend);
     let with_document =

@@ -66,7 +66,8 @@ fn case(name: &'static str, record: Value, needles: &'static [&'static str]) -> 
     }
 }
 
-/// Every rule of SPEC section 3 broken once, plus syntax and type errors.
+/// Every rule of docs/rules.md section 3 (the contract record) broken once, plus syntax and type
+/// errors.
 fn bad_cases() -> Vec<BadCase> {
     let truncated = {
         let full = minimal("CUT").to_string();
@@ -585,7 +586,8 @@ fn seeded(backend: Backend) -> (TestDb, String) {
     (db, export.stdout)
 }
 
-/// Every key of SPEC section 3, computed ones included, is in each exported record.
+/// Every key of docs/rules.md section 3 (the contract record), computed ones included, is in each
+/// exported record.
 const EXPORTED_KEYS: [&str; 24] = [
     "ref",
     "customer",

@@ -15,10 +15,10 @@ fn rehearsal_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2031, 3, 14).expect("date")
 }
 
-/// SPEC 7: a contract whose end date is the day before is expired within 2 s after its
-/// zone's local midnight, and not before. The daemon's clock starts 3 s before Kiritimati's
-/// midnight (`serve --now`); a Berlin contract with the same end date must not move, since
-/// Berlin is still on the earlier day.
+/// docs/rules.md, the daily jobs: a contract whose end date is the day before is expired within 2 s
+/// after its zone's local midnight, and not before. The daemon's clock starts 3 s before
+/// Kiritimati's midnight (`serve --now`); a Berlin contract with the same end date must not move,
+/// since Berlin is still on the earlier day.
 #[tokio::test(flavor = "multi_thread")]
 async fn midnight_transition_within_two_seconds() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -1,5 +1,5 @@
-//! Operator actions of SPEC section 6 (cancel, end early, revoke), with the examples of the
-//! three seed pages by name: NCRC's three notice examples, Nexudus's cancellation date and
+//! Operator actions of docs/rules.md section 6 (cancel, end early, revoke), with the examples of
+//! the three seed pages by name: NCRC's three notice examples, Nexudus's cancellation date and
 //! admin cancel, and every bullet of Billing Central's "Ending Contracts".
 
 use chrono::NaiveDate;
@@ -484,10 +484,10 @@ fn cancel_a_line_may_not_end_after_its_end_date() {
 // Nexudus: "Cancelling Contracts"
 // ---------------------------------------------------------------------------------------------
 
-/// Nexudus: "if you set the cancellation date to May 15th, the member will ... lose access to
-/// your space shortly after May 14th 11:59PM". Nexudus's cancellation date is the first day
-/// without service; our `end_date` is the last day of service, inclusive (SPEC section 1). So
-/// Nexudus's cancellation date 15 May is our end date 14 May: the contract is still active on
+/// Nexudus: "if you set the cancellation date to May 15th, the member will ... lose access to your
+/// space shortly after May 14th 11:59PM". Nexudus's cancellation date is the first day without
+/// service; our `end_date` is the last day of service, inclusive (docs/rules.md, dates and zones).
+/// So Nexudus's cancellation date 15 May is our end date 14 May: the contract is still active on
 /// the 14th and the sweep for business date 15 May (just after local midnight) cancels it.
 #[test]
 fn nexudus_cancellation_date_15_may_is_our_end_date_14_may() {

@@ -1,5 +1,6 @@
-//! The worked examples of SPEC sections 2 and 4, one named test each, plus the rules around
-//! them: period parsing, auto-extension catch-up, billing periods from the anchor, proration.
+//! The worked examples of docs/rules.md sections 2 (periods) and 4 (cancellation date and
+//! deadline), one named test each, plus the rules around them: period parsing, auto-extension
+//! catch-up, billing periods from the anchor, proration.
 
 use contractd::calendar::{
     billing_period, extend_term, extension_end, prorate, shift, shift_back, shift_times,
@@ -13,7 +14,7 @@ fn p(text: &str) -> Period {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SPEC section 2: the shift table (a "−" row is `shift_back(date, period)`).
+// docs/rules.md section 2, periods: the shift table (a "−" row is `shift_back(date, period)`).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -110,7 +111,7 @@ fn shift_table_rows_agree_with_shift_times() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SPEC section 4: the examples with notice 1M.
+// docs/rules.md section 4, cancellation date and deadline: the examples with notice 1M.
 // ---------------------------------------------------------------------------------------------
 
 fn open_ended(window: CancellationWindow) -> CancellationTerms {
@@ -261,7 +262,7 @@ fn period_errors_name_the_text() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Auto-extension (SPEC section 5.2).
+// Auto-extension (docs/rules.md section 5, the daily jobs).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -341,7 +342,7 @@ fn extended_end_dates_are_possible_end_dates_of_the_auto_extending_contract() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Billing periods from the anchor (SPEC section 2).
+// Billing periods from the anchor (docs/rules.md section 2, periods).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -414,7 +415,7 @@ fn billing_period_k_starts_at_shift_times_of_the_anchor() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Proration (SPEC section 6): round half away from zero on minor units.
+// Proration (docs/rules.md, billing effects): round half away from zero on minor units.
 // ---------------------------------------------------------------------------------------------
 
 #[test]

@@ -1,5 +1,5 @@
-//! The daily rules of SPEC section 5, one named test per behaviour, and a property test of the
-//! due-date invariant: whenever `apply_job(job, c, D)` changes a contract, the contract's due
+//! The daily rules of docs/rules.md section 5, one named test per behaviour, and a property test of
+//! the due-date invariant: whenever `apply_job(job, c, D)` changes a contract, the contract's due
 //! date for that job is before D (and applying the job again changes nothing).
 
 use std::collections::HashSet;
