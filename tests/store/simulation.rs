@@ -214,7 +214,7 @@ fn check_invariants(contract: &Contract, day: NaiveDate) {
 
 async fn three_years_of_daily_sweeps<S: ContractStore>(store: S, _raw: RawDb) {
     let first_day = NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
-    let data = population::population(2024, CONTRACTS, &ZONES);
+    let data = population::jsonl(2024, CONTRACTS, first_day + chrono::Days::new(1), &ZONES);
     import(
         &store,
         BufReader::new(data.as_bytes()),
@@ -226,7 +226,9 @@ async fn three_years_of_daily_sweeps<S: ContractStore>(store: S, _raw: RawDb) {
     )
     .await
     .expect("import");
-    let refs: Vec<String> = (0..CONTRACTS).map(|i| format!("P-{i:05}")).collect();
+    let refs: Vec<String> = (0..CONTRACTS)
+        .map(|i| population::reference("P", i))
+        .collect();
     let mut rng = StdRng::seed_from_u64(99);
     let mut statuses: HashMap<String, ContractStatus> = all_contracts(&store)
         .await

@@ -273,13 +273,13 @@ async fn refresh_moves_the_deadline_to_the_next_window<S: ContractStore>(store: 
 }
 
 async fn the_same_sweep_twice_changes_nothing<S: ContractStore>(store: S, raw: RawDb) {
+    let day = date("2025-03-01");
     load(
         &store,
-        &population::population(7, 300, &["Europe/Berlin", "America/New_York"]),
-        date("2024-01-01"),
+        &population::jsonl(7, 300, day, &["Europe/Berlin", "America/New_York"]),
+        day - chrono::Days::new(1),
     )
     .await;
-    let day = date("2025-03-01");
     let first = sweep_as_of(&store, day).await;
     assert!(first.jobs.iter().any(|job| job.counts.changed > 0));
     let after_first = snapshot(&store).await;
@@ -311,8 +311,8 @@ async fn one_sweep_after_forty_days_equals_forty_daily_sweeps<S: ContractStore>(
     raw: RawDb,
 ) {
     let zones = ["Europe/Berlin", "Pacific/Kiritimati", "America/Santiago"];
-    let data = population::population(11, 400, &zones);
     let start = date("2025-02-10");
+    let data = population::jsonl(11, 400, start + chrono::Days::new(1), &zones);
     load(&store, &data, start).await;
     // Daily sweeps on the store's database…
     for offset in 1..=40 {
@@ -375,9 +375,9 @@ async fn zones_swept_at_once_end_as_one_at_a_time<S: ContractStore>(store: S, ra
         "Asia/Tokyo",
         "Pacific/Kiritimati",
     ];
-    let data = population::population(13, 400, &zones);
-    let start = date("2025-02-10");
     let day = date("2025-03-01");
+    let data = population::jsonl(13, 400, day, &zones);
+    let start = day - chrono::Days::new(1);
     load(&store, &data, start).await;
     let (one_at_a_time, sequential) = sweep_zones_at_once(&store, day, 1).await;
     let (at_once, parallel) = match raw {
@@ -685,14 +685,14 @@ async fn a_database_error_fails_the_run_and_keeps_committed_batches<S: ContractS
 }
 
 async fn dry_run_writes_nothing<S: ContractStore>(store: S, _raw: RawDb) {
+    let day = date("2025-06-01");
     load(
         &store,
-        &population::population(3, 120, &["Europe/Berlin"]),
-        date("2024-01-01"),
+        &population::jsonl(3, 120, day, &["Europe/Berlin"]),
+        day - chrono::Days::new(1),
     )
     .await;
     let before = snapshot(&store).await;
-    let day = date("2025-06-01");
     let mut options = options(25);
     options.as_of = Some(day);
     options.dry_run = true;
