@@ -1,6 +1,6 @@
-//! The nightly sweep on both databases (SPEC sections 5 and 7): each rule through the real
-//! storage, idempotence, catch-up, time zones and DST, invalid rows, failing runs, dry runs and
-//! lease takeover.
+//! The nightly sweep on both databases (docs/rules.md section 5, the daily jobs, and section 1,
+//! dates and zones): each rule through the real storage, idempotence, catch-up, time zones and DST,
+//! invalid rows, failing runs, dry runs and lease takeover.
 
 use crate::support;
 use crate::support::population;
