@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    contractd_ok, expiring, import, local_midnight, promtool_check_metrics, scalar, sqlite_url_in,
-    Daemon, DaemonOptions, NotifySocket,
+    contractd_ok, expiring, import, local_midnight, machine_shared, promtool_check_metrics, scalar,
+    sqlite_url_in, Daemon, DaemonOptions, NotifySocket,
 };
 use chrono::{NaiveDate, Utc};
 
@@ -21,6 +21,7 @@ fn rehearsal_date() -> NaiveDate {
 /// since Berlin is still on the earlier day.
 #[tokio::test(flavor = "multi_thread")]
 async fn midnight_transition_within_two_seconds() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let date = rehearsal_date();
@@ -103,6 +104,7 @@ async fn midnight_transition_within_two_seconds() {
 /// followed: READY=1, WATCHDOG=1 while ticking, STOPPING=1 on SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn endpoints_metrics_and_systemd_notifications() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let date = rehearsal_date();
@@ -228,6 +230,7 @@ async fn endpoints_metrics_and_systemd_notifications() {
 /// the old one.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_log_level_and_tick() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     import(
@@ -356,6 +359,7 @@ async fn sighup_reloads_log_level_and_tick() {
 /// Without migrations the daemon runs but is not ready; once migrated it is.
 #[tokio::test(flavor = "multi_thread")]
 async fn not_ready_until_migrated() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let mut daemon = Daemon::start(

@@ -11,8 +11,8 @@ use chrono::{NaiveDate, TimeZone, Utc};
 
 use crate::harness::{
     contractd_ok, copy_postgres, duplicate_transitions, events, expiring, export, import,
-    local_midnight, mixed_contract, scalar, wait_all_done, Daemon, DaemonOptions, DropDatabases,
-    PrivateCluster,
+    local_midnight, machine_alone, mixed_contract, scalar, wait_all_done, Daemon, DaemonOptions,
+    DropDatabases, PrivateCluster,
 };
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -32,6 +32,7 @@ fn noon(date: NaiveDate) -> chrono::DateTime<Utc> {
 /// event at most once, and the outcome equals one `contractd run` per day on a copy.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_over_simulated_days_transition_exactly_once() {
+    let _machine = machine_alone().await;
     const CONTRACTS: usize = 800;
     const DAYS: i64 = 4;
     let zones = [
@@ -161,6 +162,7 @@ async fn three_replicas_over_simulated_days_transition_exactly_once() {
 /// server is back, /readyz answers 200 and the work that fell due meanwhile is done.
 #[tokio::test(flavor = "multi_thread")]
 async fn database_outage_under_a_running_daemon() {
+    let _machine = machine_alone().await;
     let cluster = PrivateCluster::start();
     let url = cluster.url();
     let dir = tempfile::tempdir().expect("temporary directory");
