@@ -36,15 +36,12 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Connection, Executor, PgPool, Row, SqlitePool};
 
-use contractd::calendar::{billing_period, prorate, shift, shift_back, Period};
 use contractd::clock::OffsetClock;
 use contractd::config::Settings;
 use contractd::contract::record::ParseDefaults;
@@ -56,6 +53,13 @@ use contractd::storage::{
 };
 use contractd::sweep::{sweep_due, JobOutcome, SweepOptions, SweepReport};
 use contractd::transfer::import;
+
+/// The population generator, shared with the tests. `pub`: the benchmark uses only part of
+/// its API (the tests use the rest), which is no dead code.
+#[path = "../tests/support/population.rs"]
+pub mod population;
+
+use population::{Kind, Population};
 
 /// The business date the sweep runs: the first of a month, so monthly deadlines roll over as
 /// they do once a month in production.
@@ -261,325 +265,22 @@ fn instant(text: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn period(text: &str) -> Period {
-    Period::parse(text).expect("period")
-}
-
 // ---------------------------------------------------------------------------------------------
 // The population
 // ---------------------------------------------------------------------------------------------
 
-/// What a generated contract is meant to need on the business date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    /// Fixed term that ended in the last days, no auto extension: `expire`.
-    Expiry,
-    /// A pending cancellation whose end date passed: `execute_cancellations`.
-    Cancellation,
-    /// Auto-extending, notice deadline passed: `auto_extend`.
-    Extension,
-    /// Open-ended, latest cancellation date passed (end of March): `refresh_deadlines`.
-    Deadline,
-    /// Fixed term ending later (half of them auto-extending): nothing due.
-    Term,
-    /// Open-ended with a deadline ahead: nothing due.
-    Evergreen,
-    /// A cancellation pending for a later end date: nothing due.
-    LaterCancellation,
-    /// Ended long ago (expired or cancelled): never read.
-    Ended,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Expiry => "expiry due",
-            Kind::Cancellation => "scheduled cancellation due",
-            Kind::Extension => "extension due",
-            Kind::Deadline => "deadline refresh due",
-            Kind::Term => "fixed term, not due",
-            Kind::Evergreen => "open-ended, not due",
-            Kind::LaterCancellation => "cancellation pending later",
-            Kind::Ended => "ended (expired/cancelled)",
-        }
-    }
-
-    fn pick(rng: &mut StdRng) -> Kind {
-        let roll: f64 = rng.random();
-        match roll {
-            r if r < 0.075 => Kind::Expiry,
-            r if r < 0.150 => Kind::Cancellation,
-            r if r < 0.225 => Kind::Extension,
-            r if r < 0.300 => Kind::Deadline,
-            r if r < 0.700 => Kind::Term,
-            r if r < 0.900 => Kind::Evergreen,
-            r if r < 0.950 => Kind::LaterCancellation,
-            _ => Kind::Ended,
-        }
-    }
-}
-
-/// Write `count` contracts to `path` as JSON Lines; returns how many of each kind.
+/// Write `count` contracts of the population of `seed` (as of the business date, over
+/// [`ZONES`]) to `path` as JSON Lines; returns how many of each kind.
 fn generate(path: &Path, count: usize, seed: u64) -> anyhow::Result<BTreeMap<Kind, usize>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let total_weight: u32 = ZONES.iter().map(|(_, weight)| weight).sum();
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut kinds = BTreeMap::new();
-    for index in 0..count {
-        let mut roll = rng.random_range(0..total_weight);
-        let zone = ZONES
-            .iter()
-            .find(|(_, weight)| {
-                if roll < *weight {
-                    true
-                } else {
-                    roll -= weight;
-                    false
-                }
-            })
-            .map(|(zone, _)| *zone)
-            .unwrap_or("UTC");
-        let kind = Kind::pick(&mut rng);
+    for (kind, record) in Population::new(seed, business_date(), &ZONES, "BENCH").take(count) {
         *kinds.entry(kind).or_insert(0) += 1;
-        let record = contract(index, zone, kind, &mut rng);
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(kinds)
-}
-
-fn days_before(date: NaiveDate, days: u64) -> NaiveDate {
-    date.checked_sub_days(Days::new(days)).expect("date")
-}
-
-fn days_after(date: NaiveDate, days: u64) -> NaiveDate {
-    date.checked_add_days(Days::new(days)).expect("date")
-}
-
-fn pick<'a>(rng: &mut StdRng, choices: &[&'a str]) -> &'a str {
-    choices[rng.random_range(0..choices.len())]
-}
-
-/// A day in the last three days before the business date, mostly yesterday.
-fn recent_day(rng: &mut StdRng) -> NaiveDate {
-    let back = match rng.random_range(0..10) {
-        0 => 3,
-        1 => 2,
-        _ => 1,
-    };
-    days_before(business_date(), back)
-}
-
-/// The last day of the month `months` after the business date's.
-fn month_end_after(months: u32) -> NaiveDate {
-    let first = business_date().with_day(1).expect("first of month");
-    let next_first = shift(first, period(&format!("{}M", months + 1)));
-    days_before(next_first, 1)
-}
-
-/// One contract of `kind` as an import record.
-fn contract(index: usize, zone: &str, kind: Kind, rng: &mut StdRng) -> Value {
-    let today = business_date();
-    let mut record = json!({
-        "ref": format!("BENCH-{index:08}"),
-        "customer": format!("Customer {:06}", rng.random_range(0..200_000)),
-        "time_zone": zone,
-    });
-    let mut auto_extend = false;
-    let mut status = "active";
-    let (start, end): (NaiveDate, Option<NaiveDate>) = match kind {
-        Kind::Expiry => {
-            let end = recent_day(rng);
-            let term = pick(rng, &["1Y", "1Y", "6M", "2Y", "3M"]);
-            record["notice_period"] = pick(rng, &["0D", "1M", "3M"]).into();
-            record["cancellation_window"] = "end_of_term".into();
-            (shift_back(days_after(end, 1), period(term)), Some(end))
-        }
-        Kind::Cancellation => {
-            let cancel_end = recent_day(rng);
-            let start = days_before(cancel_end, rng.random_range(60..900));
-            let end = rng
-                .random_bool(0.4)
-                .then(|| days_after(today, rng.random_range(30..400)));
-            let restore = rng.random_bool(0.5);
-            record["notice_period"] = pick(rng, &["0D", "1M"]).into();
-            record["cancellation_window"] = "end_of_month".into();
-            record["cancellation"] = json!({
-                "received_on": days_before(cancel_end, rng.random_range(10..60)).to_string(),
-                "end_date": cancel_end.to_string(),
-                "reason": pick(rng, &["moving", "price", "closing", "downsizing"]),
-                "notes": format!("ticket {}", rng.random_range(10_000..99_999)),
-                "final_invoice": false,
-                "restore_auto_extend": restore,
-            });
-            (start, end)
-        }
-        Kind::Extension => {
-            let deadline = recent_day(rng);
-            // A notice period, so the end date is still ahead: with none, the contract would be
-            // due for expiry too (auto_extend runs first and extends it, but the floor, which
-            // only does execute_cancellations and expire, would expire it).
-            let notice = pick(rng, &["1M", "1M", "3M", "2W"]);
-            let end = shift(deadline, period(notice));
-            debug_assert!(shift_back(end, period(notice)) < today && end >= today);
-            record["notice_period"] = notice.into();
-            auto_extend = true;
-            record["cancellation_window"] = "end_of_term".into();
-            record["extension_term"] = pick(rng, &["1Y", "1Y", "1Y", "1M", "1Q", "2Y"]).into();
-            (shift_back(days_after(end, 1), period("1Y")), Some(end))
-        }
-        Kind::Deadline => {
-            // Each of these has its latest cancellation date on 31 March.
-            let (window, notice) = *[
-                ("end_of_month", "0D"),
-                ("end_of_month", "1M"),
-                ("end_of_quarter", "0D"),
-                ("end_of_quarter", "3M"),
-                ("end_of_year", "9M"),
-            ]
-            .get(rng.random_range(0..5))
-            .expect("choice");
-            record["notice_period"] = notice.into();
-            record["cancellation_window"] = window.into();
-            (days_before(today, rng.random_range(40..1500)), None)
-        }
-        Kind::Term => {
-            let end = days_after(today, rng.random_range(100..900));
-            let term = pick(rng, &["1Y", "2Y", "3Y"]);
-            record["notice_period"] = pick(rng, &["0D", "2W", "1M", "3M"]).into();
-            record["cancellation_window"] = "end_of_term".into();
-            if rng.random_bool(0.5) {
-                auto_extend = true;
-                record["extension_term"] = pick(rng, &["1Y", "1M", "1Q"]).into();
-            }
-            let start = shift_back(days_after(end, 1), period(term));
-            (start.min(days_before(today, 1)), Some(end))
-        }
-        Kind::Evergreen => {
-            let (window, notice) = *[
-                ("end_of_month", "7D"),
-                ("end_of_month", "2W"),
-                ("end_of_quarter", "1M"),
-                ("end_of_quarter", "2W"),
-                ("end_of_year", "1M"),
-                ("end_of_year", "3M"),
-            ]
-            .get(rng.random_range(0..6))
-            .expect("choice");
-            record["notice_period"] = notice.into();
-            record["cancellation_window"] = window.into();
-            (days_before(today, rng.random_range(40..1500)), None)
-        }
-        Kind::LaterCancellation => {
-            let cancel_end = month_end_after(rng.random_range(1..10));
-            record["notice_period"] = pick(rng, &["0D", "1M"]).into();
-            record["cancellation_window"] = "end_of_month".into();
-            record["cancellation"] = json!({
-                "received_on": days_before(today, rng.random_range(1..30)).to_string(),
-                "end_date": cancel_end.to_string(),
-                "reason": pick(rng, &["moving", "price"]),
-                "final_invoice": false,
-                "restore_auto_extend": false,
-            });
-            (days_before(today, rng.random_range(60..900)), None)
-        }
-        Kind::Ended => {
-            let end = days_before(today, rng.random_range(30..700));
-            status = if rng.random_bool(0.7) {
-                "expired"
-            } else {
-                record["end_reason"] = "moving".into();
-                "cancelled"
-            };
-            record["notice_period"] = "1M".into();
-            record["cancellation_window"] = "end_of_term".into();
-            (shift_back(days_after(end, 1), period("1Y")), Some(end))
-        }
-    };
-    record["status"] = status.into();
-    record["start_date"] = start.to_string().into();
-    if let Some(end) = end {
-        record["end_date"] = end.to_string().into();
-    }
-    record["auto_extend"] = auto_extend.into();
-    if rng.random_bool(0.1) {
-        add_lines(
-            &mut record,
-            start,
-            end,
-            auto_extend,
-            status != "active",
-            rng,
-        );
-    }
-    record
-}
-
-/// One or two monthly recurring lines with their billing schedules around the business date
-/// (billed until a month ago, planned after).
-fn add_lines(
-    record: &mut Value,
-    start: NaiveDate,
-    end: Option<NaiveDate>,
-    auto_extend: bool,
-    ended: bool,
-    rng: &mut StdRng,
-) {
-    let today = business_date();
-    let monthly = period("1M");
-    let mut lines = Vec::new();
-    let mut schedules = Vec::new();
-    let count = if rng.random_bool(0.3) { 2 } else { 1 };
-    for number in 0..count {
-        let (reference, kind, billable) = if number == 0 {
-            ("seat", "recurring_fixed", true)
-        } else {
-            ("usage", "recurring_usage", false)
-        };
-        let amount: i64 = rng.random_range(1_000..50_000);
-        lines.push(json!({
-            "ref": reference,
-            "description": format!("{reference} plan"),
-            "kind": kind,
-            "billable": billable,
-            "start_date": start.to_string(),
-            "end_date": end.map(|end| end.to_string()),
-            "status": if ended { "expired" } else { "active" },
-            "amount_minor": amount,
-            "currency": "EUR",
-            "billing_period": "1M",
-            "auto_extend": auto_extend,
-        }));
-        let from = days_before(today, 90).max(start);
-        let until = days_after(today, 60).min(end.unwrap_or(NaiveDate::MAX));
-        let months = i64::from(from.year() - start.year()) * 12 + i64::from(from.month())
-            - i64::from(start.month());
-        let mut index = (months - 1).max(0);
-        loop {
-            let billing = billing_period(start, monthly, index);
-            index += 1;
-            if billing.start > until {
-                break;
-            }
-            if billing.end < from {
-                continue;
-            }
-            let period_end = billing.end.min(end.unwrap_or(NaiveDate::MAX));
-            let full_days = (billing.end - billing.start).num_days() + 1;
-            let used_days = (period_end - billing.start).num_days() + 1;
-            let billed = ended || period_end < days_before(today, 30);
-            schedules.push(json!({
-                "line_ref": reference,
-                "period_start": billing.start.to_string(),
-                "period_end": period_end.to_string(),
-                "amount_minor": prorate(amount, used_days, full_days),
-                "status": if billed { "billed" } else { "planned" },
-            }));
-        }
-    }
-    record["lines"] = Value::Array(lines);
-    record["schedules"] = Value::Array(schedules);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ pub fn apply_job(
 ///
 /// **Architecture invariant:** if [`apply_job`] would change a contract on date D (or refuse
 /// to), then `DueDates::of(contract).for_job(job)` is `Some(d)` with `d < D`. Checked by the
-/// property test in `tests/lifecycle_rules.rs`.
+/// property test in `tests/rules/lifecycle.rs`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DueDates {
     /// Earliest end date of a pending cancellation (contract or active line).

@@ -296,7 +296,7 @@ pub struct NewContract {
 }
 
 /// Everything contractd stores. One implementation per database; both pass the same
-/// conformance suite (`tests/storage_conformance.rs`).
+/// conformance suite (`tests/store/conformance/`).
 pub trait ContractStore: Send + Sync + Clone + 'static {
     /// Apply the schema migrations of this dialect.
     fn migrate(&self) -> impl Future<Output = Result<(), StorageError>> + Send;

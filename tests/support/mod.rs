@@ -1,17 +1,22 @@
-//! Helpers shared by the integration tests: a brand-new database per test on each backend,
-//! raw SQL access for playing "another system", and contracts written as JSON.
+//! Helpers shared by the integration tests: the one way to run a test on both databases
+//! ([`both_databases!`]), a brand-new database per test on each backend, raw SQL access for
+//! playing "another system", contracts written as JSON, and a seeded population of them.
 //!
 //! PostgreSQL is the server at `CONTRACTD_TEST_POSTGRES_URL` (default
 //! [`DEFAULT_POSTGRES_URL`]). Tests that need it fail, never skip, when it cannot be reached.
 //!
-//! Use it with `mod support;` in a test file.
-#![allow(dead_code)]
+//! Every test binary declares it once, in its `main.rs`, as
+//! `#[path = "../support/mod.rs"] pub mod support;`. It is `pub` there: these helpers are the
+//! suite's shared API, so one that a binary does not use is no dead code in that binary.
+
+pub mod population;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::NaiveDate;
 use contractd::contract::record::{read_record, ParseDefaults};
 use contractd::contract::Contract;
 use contractd::storage::sqlite::SqliteSettings;
@@ -19,6 +24,115 @@ use contractd::storage::{redact_url, ContractStore, PostgresSettings, PostgresSt
 use futures::FutureExt;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tempfile::TempDir;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's temporary directory.
+    Sqlite,
+    /// A brand-new database on the PostgreSQL test server, dropped afterwards.
+    Postgres,
+}
+
+/// The one way to run a test on both databases: each listed function becomes the two tests
+/// `sqlite::NAME` and `postgres::NAME` of the module that lists it, each on a brand-new
+/// database (so `cargo test --test AREA NAME` runs both, `cargo test --test AREA sqlite::`
+/// every SQLite one). What the function is given depends on its list:
+///
+/// - `store`: `async fn NAME<S: ContractStore>(store: S)`, a migrated store;
+/// - `store_and_raw`: `async fn NAME<S: ContractStore>(store: S, raw: RawDb)`, a migrated
+///   store and raw SQL access to its database;
+/// - `empty_store`: `async fn NAME<S: ContractStore>(store: S)`, a store whose database has no
+///   tables yet;
+/// - `backend`: `fn NAME(backend: Backend)`, which makes its database itself (the tests of
+///   the binary: `TestDb::new(backend)`).
+///
+/// Async tests run on a multi-threaded runtime of two workers. Attributes written before a
+/// name (`#[ignore = "why"]`) go on both of its tests. Each list is optional; they come in
+/// this order:
+///
+/// ```ignore
+/// crate::both_databases! {
+///     store: [round_trip_of_a_minimal_contract],
+///     store_and_raw: [invalid_rows_come_back_as_errors_without_failing_the_batch],
+///     empty_store: [migrate_twice_then_ready],
+///     backend: [#[ignore = "known gap"] some_test_of_the_binary],
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_databases {
+    (
+        $(store: [$($(#[$store_meta:meta])* $store:ident),* $(,)?] $(,)?)?
+        $(store_and_raw: [$($(#[$raw_meta:meta])* $raw:ident),* $(,)?] $(,)?)?
+        $(empty_store: [$($(#[$empty_meta:meta])* $empty:ident),* $(,)?] $(,)?)?
+        $(backend: [$($(#[$backend_meta:meta])* $backend:ident),* $(,)?] $(,)?)?
+    ) => {
+        mod sqlite {
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$store_meta])*
+                async fn $store() {
+                    let (store, _dir) = $crate::support::fresh_sqlite().await;
+                    super::$store(store).await;
+                }
+            )*)?
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$raw_meta])*
+                async fn $raw() {
+                    let (store, dir) = $crate::support::fresh_sqlite().await;
+                    super::$raw(store, $crate::support::RawDb::sqlite(&dir)).await;
+                }
+            )*)?
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$empty_meta])*
+                async fn $empty() {
+                    let (store, _dir) = $crate::support::empty_sqlite().await;
+                    super::$empty(store).await;
+                }
+            )*)?
+            $($(
+                #[test]
+                $(#[$backend_meta])*
+                fn $backend() {
+                    super::$backend($crate::support::Backend::Sqlite);
+                }
+            )*)?
+        }
+
+        mod postgres {
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$store_meta])*
+                async fn $store() {
+                    $crate::support::with_postgres(true, |store, _raw| super::$store(store)).await;
+                }
+            )*)?
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$raw_meta])*
+                async fn $raw() {
+                    $crate::support::with_postgres(true, super::$raw).await;
+                }
+            )*)?
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$empty_meta])*
+                async fn $empty() {
+                    $crate::support::with_postgres(false, |store, _raw| super::$empty(store)).await;
+                }
+            )*)?
+            $($(
+                #[test]
+                $(#[$backend_meta])*
+                fn $backend() {
+                    super::$backend($crate::support::Backend::Postgres);
+                }
+            )*)?
+        }
+    };
+}
 
 /// The server the PostgreSQL tests use unless `CONTRACTD_TEST_POSTGRES_URL` names another.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -247,6 +361,12 @@ impl RawDb {
         };
         outcome.unwrap_or_else(|error| panic!("raw SQL failed: {sql}: {error}"))
     }
+}
+
+/// A date written `YYYY-MM-DD`, as in `date("2025-01-31")`; panics on anything else.
+pub fn date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .unwrap_or_else(|error| panic!("not a YYYY-MM-DD date: {text:?}: {error}"))
 }
 
 /// A contract from one line of the import format (UTC when it names no zone). Panics with

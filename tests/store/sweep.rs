@@ -1,10 +1,9 @@
-//! The nightly sweep on both databases (SPEC sections 5 and 7): each rule through the real
-//! storage, idempotence, catch-up, time zones and DST, invalid rows, failing runs, dry runs and
-//! lease takeover.
+//! The nightly sweep on both databases (docs/rules.md section 5, the daily jobs, and section 1,
+//! dates and zones): each rule through the real storage, idempotence, catch-up, time zones and DST,
+//! invalid rows, failing runs, dry runs and lease takeover.
 
-#[path = "support/population.rs"]
-mod population;
-mod support;
+use crate::support;
+use crate::support::population;
 
 use std::io::BufReader;
 use std::time::Duration;
@@ -18,11 +17,7 @@ use contractd::shutdown::Shutdown;
 use contractd::storage::{ContractStore, RunKey, RunStatus};
 use contractd::sweep::{run_job, sweep_due, JobOutcome, SweepOptions, SweepReport};
 use contractd::transfer::{export, import};
-use support::{fresh_sqlite, with_postgres, RawDb};
-
-fn date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("test date")
-}
+use support::{date, fresh_sqlite, with_postgres, RawDb};
 
 /// Noon UTC of a date: every zone in these tests is on that date or next to it.
 fn noon(day: NaiveDate) -> DateTime<Utc> {
@@ -112,46 +107,26 @@ fn count(kinds: &[String], kind: &str) -> usize {
     kinds.iter().filter(|k| k.as_str() == kind).count()
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = super::support::fresh_sqlite().await;
-                    super::$name(store, super::support::RawDb::sqlite(&dir)).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::support::with_postgres(true, super::$name).await;
-                }
-            )*
-        }
-    };
+crate::both_databases! {
+    store_and_raw: [
+        execute_cancellation_runs_the_day_after_its_end_date,
+        line_cancellation_cancels_only_its_line,
+        auto_extension_happens_the_day_after_the_deadline,
+        auto_extension_catches_up_several_terms_in_one_sweep,
+        expiry_of_contracts_and_of_single_lines,
+        refresh_moves_the_deadline_to_the_next_window,
+        the_same_sweep_twice_changes_nothing,
+        one_sweep_after_forty_days_equals_forty_daily_sweeps,
+        zones_swept_at_once_end_as_one_at_a_time,
+        kiritimati_and_pago_pago_are_on_different_business_dates,
+        havana_starts_its_business_day_at_the_first_instant_after_the_dst_gap,
+        berlin_business_day_starts_at_local_midnight_across_both_dst_changes,
+        an_invalid_row_is_skipped_and_the_batch_goes_on,
+        a_database_error_fails_the_run_and_keeps_committed_batches,
+        dry_run_writes_nothing,
+        an_expired_lease_is_taken_over_and_resumes_from_the_cursor,
+    ],
 }
-
-on_both_databases!(
-    execute_cancellation_runs_the_day_after_its_end_date,
-    line_cancellation_cancels_only_its_line,
-    auto_extension_happens_the_day_after_the_deadline,
-    auto_extension_catches_up_several_terms_in_one_sweep,
-    expiry_of_contracts_and_of_single_lines,
-    refresh_moves_the_deadline_to_the_next_window,
-    the_same_sweep_twice_changes_nothing,
-    one_sweep_after_forty_days_equals_forty_daily_sweeps,
-    zones_swept_at_once_end_as_one_at_a_time,
-    kiritimati_and_pago_pago_are_on_different_business_dates,
-    havana_starts_its_business_day_at_the_first_instant_after_the_dst_gap,
-    berlin_business_day_starts_at_local_midnight_across_both_dst_changes,
-    an_invalid_row_is_skipped_and_the_batch_goes_on,
-    a_database_error_fails_the_run_and_keeps_committed_batches,
-    dry_run_writes_nothing,
-    an_expired_lease_is_taken_over_and_resumes_from_the_cursor,
-);
 
 async fn execute_cancellation_runs_the_day_after_its_end_date<S: ContractStore>(
     store: S,
@@ -298,13 +273,13 @@ async fn refresh_moves_the_deadline_to_the_next_window<S: ContractStore>(store: 
 }
 
 async fn the_same_sweep_twice_changes_nothing<S: ContractStore>(store: S, raw: RawDb) {
+    let day = date("2025-03-01");
     load(
         &store,
-        &population::population(7, 300, &["Europe/Berlin", "America/New_York"]),
-        date("2024-01-01"),
+        &population::jsonl(7, 300, day, &["Europe/Berlin", "America/New_York"]),
+        day - chrono::Days::new(1),
     )
     .await;
-    let day = date("2025-03-01");
     let first = sweep_as_of(&store, day).await;
     assert!(first.jobs.iter().any(|job| job.counts.changed > 0));
     let after_first = snapshot(&store).await;
@@ -336,8 +311,8 @@ async fn one_sweep_after_forty_days_equals_forty_daily_sweeps<S: ContractStore>(
     raw: RawDb,
 ) {
     let zones = ["Europe/Berlin", "Pacific/Kiritimati", "America/Santiago"];
-    let data = population::population(11, 400, &zones);
     let start = date("2025-02-10");
+    let data = population::jsonl(11, 400, start + chrono::Days::new(1), &zones);
     load(&store, &data, start).await;
     // Daily sweeps on the store's database…
     for offset in 1..=40 {
@@ -400,9 +375,9 @@ async fn zones_swept_at_once_end_as_one_at_a_time<S: ContractStore>(store: S, ra
         "Asia/Tokyo",
         "Pacific/Kiritimati",
     ];
-    let data = population::population(13, 400, &zones);
-    let start = date("2025-02-10");
     let day = date("2025-03-01");
+    let data = population::jsonl(13, 400, day, &zones);
+    let start = day - chrono::Days::new(1);
     load(&store, &data, start).await;
     let (one_at_a_time, sequential) = sweep_zones_at_once(&store, day, 1).await;
     let (at_once, parallel) = match raw {
@@ -710,14 +685,14 @@ async fn a_database_error_fails_the_run_and_keeps_committed_batches<S: ContractS
 }
 
 async fn dry_run_writes_nothing<S: ContractStore>(store: S, _raw: RawDb) {
+    let day = date("2025-06-01");
     load(
         &store,
-        &population::population(3, 120, &["Europe/Berlin"]),
-        date("2024-01-01"),
+        &population::jsonl(3, 120, day, &["Europe/Berlin"]),
+        day - chrono::Days::new(1),
     )
     .await;
     let before = snapshot(&store).await;
-    let day = date("2025-06-01");
     let mut options = options(25);
     options.as_of = Some(day);
     options.dry_run = true;

@@ -2,19 +2,17 @@
 //! exactly once, the same as one process), and a database that goes away and comes back
 //! under a running daemon (a private cluster, so the shared test server stays up).
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 
-use daemon::{
+use crate::harness::{
     contractd_ok, copy_postgres, duplicate_transitions, events, expiring, export, import,
-    local_midnight, mixed_contract, scalar, wait_all_done, Daemon, DaemonOptions, DropDatabases,
-    PrivateCluster,
+    local_midnight, machine_alone, mixed_contract, scalar, wait_all_done, Daemon, DaemonOptions,
+    DropDatabases, PrivateCluster,
 };
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -34,6 +32,7 @@ fn noon(date: NaiveDate) -> chrono::DateTime<Utc> {
 /// event at most once, and the outcome equals one `contractd run` per day on a copy.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_over_simulated_days_transition_exactly_once() {
+    let _machine = machine_alone().await;
     const CONTRACTS: usize = 800;
     const DAYS: i64 = 4;
     let zones = [
@@ -163,6 +162,7 @@ async fn three_replicas_over_simulated_days_transition_exactly_once() {
 /// server is back, /readyz answers 200 and the work that fell due meanwhile is done.
 #[tokio::test(flavor = "multi_thread")]
 async fn database_outage_under_a_running_daemon() {
+    let _machine = machine_alone().await;
     let cluster = PrivateCluster::start();
     let url = cluster.url();
     let dir = tempfile::tempdir().expect("temporary directory");

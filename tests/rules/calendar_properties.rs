@@ -8,19 +8,17 @@ use contractd::calendar::{
 };
 use proptest::prelude::*;
 
+use crate::support::date;
+
 const FIRST_DAY: &str = "1990-01-01";
 const LAST_DAY: &str = "2100-12-31";
 
-fn day(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-}
-
 /// Any date 1990–2100, with month ends and the days just before them (the month-end rule's
 /// territory) much more likely than chance would make them.
-fn date() -> impl Strategy<Value = NaiveDate> {
-    let span = (day(LAST_DAY) - day(FIRST_DAY)).num_days();
+fn any_date() -> impl Strategy<Value = NaiveDate> {
+    let span = (date(LAST_DAY) - date(FIRST_DAY)).num_days();
     (0..=span, 0..8_u32).prop_map(|(offset, bias)| {
-        let date = day(FIRST_DAY) + Duration::days(offset);
+        let date = date(FIRST_DAY) + Duration::days(offset);
         match bias {
             0 | 1 => last_day_of_month(date),
             2 => last_day_of_month(date) - Duration::days(1),
@@ -59,7 +57,7 @@ fn window() -> impl Strategy<Value = CancellationWindow> {
 /// minimum term end lie on or after the start.
 fn terms() -> impl Strategy<Value = CancellationTerms> {
     (
-        date(),
+        any_date(),
         window(),
         proptest::option::of(0..4_000_i64),
         proptest::option::of(0..3_000_i64),
@@ -201,7 +199,7 @@ proptest! {
     /// non-zero term, adds no term too many, and lands where the daily job's steps land.
     #[test]
     fn extend_term_catches_up_exactly(
-        end in date(),
+        end in any_date(),
         notice in period(),
         term in period(),
         offset in prop_oneof![-400..400_i64, -400..20_000_i64],
@@ -230,7 +228,7 @@ proptest! {
     /// it showed as of that day.
     #[test]
     fn extension_lands_on_the_cancellation_date(
-        end in date(),
+        end in any_date(),
         notice in period(),
         term in period(),
         offset in -400..8_000_i64,
@@ -257,8 +255,8 @@ proptest! {
     /// rule keeps month ends month ends.
     #[test]
     fn shift_rules(
-        date in date(),
-        other in date(),
+        date in any_date(),
+        other in any_date(),
         period in period(),
         times in -40..=40_i64,
     ) {
@@ -295,7 +293,7 @@ proptest! {
     /// Billing periods tile the calendar from the anchor without drift.
     #[test]
     fn billing_periods_tile_from_the_anchor(
-        anchor in date(),
+        anchor in any_date(),
         period in period(),
         index in 0..200_i64,
     ) {

@@ -9,9 +9,8 @@
 //!   past its own end date;
 //! - every status change of the day has exactly one event explaining it, made that day.
 
-#[path = "support/population.rs"]
-mod population;
-mod support;
+use crate::support;
+use crate::support::population;
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -37,15 +36,8 @@ const CONTRACTS: usize = 2_000;
 const DAYS: u64 = 3 * 365;
 const ZONES: [&str; 3] = ["Europe/Berlin", "America/New_York", "Asia/Kolkata"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_years_of_daily_sweeps_on_sqlite() {
-    let (store, dir) = support::fresh_sqlite().await;
-    simulate(store, RawDb::sqlite(&dir)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_years_of_daily_sweeps_on_postgres() {
-    support::with_postgres(true, simulate).await;
+crate::both_databases! {
+    store_and_raw: [three_years_of_daily_sweeps],
 }
 
 async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
@@ -220,9 +212,9 @@ fn check_invariants(contract: &Contract, day: NaiveDate) {
     }
 }
 
-async fn simulate<S: ContractStore>(store: S, _raw: RawDb) {
+async fn three_years_of_daily_sweeps<S: ContractStore>(store: S, _raw: RawDb) {
     let first_day = NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
-    let data = population::population(2024, CONTRACTS, &ZONES);
+    let data = population::jsonl(2024, CONTRACTS, first_day + chrono::Days::new(1), &ZONES);
     import(
         &store,
         BufReader::new(data.as_bytes()),
@@ -234,7 +226,9 @@ async fn simulate<S: ContractStore>(store: S, _raw: RawDb) {
     )
     .await
     .expect("import");
-    let refs: Vec<String> = (0..CONTRACTS).map(|i| format!("P-{i:05}")).collect();
+    let refs: Vec<String> = (0..CONTRACTS)
+        .map(|i| population::reference("P", i))
+        .collect();
     let mut rng = StdRng::seed_from_u64(99);
     let mut statuses: HashMap<String, ContractStatus> = all_contracts(&store)
         .await

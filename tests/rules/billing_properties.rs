@@ -1,4 +1,4 @@
-//! Properties of the billing effects at an end date (SPEC section 6) over random schedules
+//! Properties of the billing effects at an end date (docs/rules.md section 7) over random schedules
 //! (some billed, some planned), random amounts, end dates, proration and scope:
 //!
 //! - money is conserved, per currency: billed before = billed kept + credited;

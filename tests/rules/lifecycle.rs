@@ -1,5 +1,5 @@
-//! The daily rules of SPEC section 5, one named test per behaviour, and a property test of the
-//! due-date invariant: whenever `apply_job(job, c, D)` changes a contract, the contract's due
+//! The daily rules of docs/rules.md section 5, one named test per behaviour, and a property test of
+//! the due-date invariant: whenever `apply_job(job, c, D)` changes a contract, the contract's due
 //! date for that job is before D (and applying the job again changes nothing).
 
 use std::collections::HashSet;
@@ -18,9 +18,7 @@ use contractd::lifecycle::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-fn d(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-}
+use crate::support::date;
 
 fn p(text: &str) -> Period {
     text.parse().unwrap()
@@ -54,7 +52,7 @@ fn contract(patch: Value) -> Contract {
 /// A contract with its computed dates as of `today`, as import stores it.
 fn contract_as_of(patch: Value, today: &str) -> Contract {
     let mut contract = contract(patch);
-    contract.recompute_cancellation_dates(d(today));
+    contract.recompute_cancellation_dates(date(today));
     contract
 }
 
@@ -140,17 +138,17 @@ fn due_dates_of_an_active_auto_extending_contract() {
     );
     let due = DueDates::of(&c);
     assert_eq!(due.cancellation, None);
-    assert_eq!(due.extension, Some(d("2025-11-30")));
-    assert_eq!(due.expiry, Some(d("2025-06-30")), "the line ends first");
-    assert_eq!(due.refresh, Some(d("2025-11-30")));
-    assert_eq!(due.for_job(Job::AutoExtend), Some(d("2025-11-30")));
+    assert_eq!(due.extension, Some(date("2025-11-30")));
+    assert_eq!(due.expiry, Some(date("2025-06-30")), "the line ends first");
+    assert_eq!(due.refresh, Some(date("2025-11-30")));
+    assert_eq!(due.for_job(Job::AutoExtend), Some(date("2025-11-30")));
 }
 
 #[test]
 fn due_dates_with_a_pending_cancellation() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
     let due = DueDates::of(&c);
-    assert_eq!(due.cancellation, Some(d("2025-05-31")));
+    assert_eq!(due.cancellation, Some(date("2025-05-31")));
     assert_eq!(due.extension, None);
     assert_eq!(
         due.expiry, None,
@@ -173,10 +171,10 @@ fn due_dates_are_empty_for_an_ended_contract() {
 fn execute_cancellations_waits_until_the_day_after_the_end_date() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
     assert_eq!(
-        execute_cancellations(&c, d("2025-05-31"), &policy()),
+        execute_cancellations(&c, date("2025-05-31"), &policy()),
         Ok(None)
     );
-    let t = execute_cancellations(&c, d("2025-06-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-06-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
@@ -185,23 +183,23 @@ fn execute_cancellations_waits_until_the_day_after_the_end_date() {
 #[test]
 fn execute_cancellations_catches_up_after_downtime() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
-    let t = execute_cancellations(&c, d("2025-09-14"), &policy())
+    let t = execute_cancellations(&c, date("2025-09-14"), &policy())
         .unwrap()
         .unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2025-05-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-05-31")));
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
 }
 
 #[test]
 fn execute_cancellations_sets_status_end_date_reason_and_original_end_date() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
-    let t = execute_cancellations(&c, d("2025-06-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-06-01"), &policy())
         .unwrap()
         .unwrap();
     let ended = &t.contract;
     assert_eq!(ended.status, ContractStatus::Cancelled);
-    assert_eq!(ended.end_date, Some(d("2025-05-31")));
-    assert_eq!(ended.original_end_date, Some(d("2025-12-31")));
+    assert_eq!(ended.end_date, Some(date("2025-05-31")));
+    assert_eq!(ended.original_end_date, Some(date("2025-12-31")));
     assert_eq!(ended.end_reason.as_deref(), Some("moving"));
     assert_eq!(ended.end_notes.as_deref(), Some("customer relocates"));
     assert_eq!(ended.cancellation, None);
@@ -213,18 +211,18 @@ fn execute_cancellations_sets_status_end_date_reason_and_original_end_date() {
         t.events[0].transition_key.as_deref(),
         Some("cancellation_executed:2025-05-31")
     );
-    assert_eq!(t.events[0].effective_on, d("2025-06-01"));
+    assert_eq!(t.events[0].effective_on, date("2025-06-01"));
     assert_eq!(t.events[0].details["reason"], "moving");
 }
 
 #[test]
 fn execute_cancellations_keeps_an_existing_original_end_date() {
     let mut c = with_pending_cancellation("2025-05-31", 0, false);
-    c.original_end_date = Some(d("2026-12-31"));
-    let t = execute_cancellations(&c, d("2025-06-01"), &policy())
+    c.original_end_date = Some(date("2026-12-31"));
+    let t = execute_cancellations(&c, date("2025-06-01"), &policy())
         .unwrap()
         .unwrap();
-    assert_eq!(t.contract.original_end_date, Some(d("2026-12-31")));
+    assert_eq!(t.contract.original_end_date, Some(date("2026-12-31")));
 }
 
 #[test]
@@ -233,17 +231,17 @@ fn execute_cancellations_of_an_open_ended_contract_records_no_original_end_date(
         "end_date": null, "cancellation_window": "end_of_month",
         "cancellation": {"received_on": "2025-03-20", "end_date": "2025-04-30"},
     }));
-    let t = execute_cancellations(&c, d("2025-05-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-05-01"), &policy())
         .unwrap()
         .unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2025-04-30")));
+    assert_eq!(t.contract.end_date, Some(date("2025-04-30")));
     assert_eq!(t.contract.original_end_date, None);
 }
 
 #[test]
 fn execute_cancellations_at_the_end_date_records_no_original_end_date() {
     let c = with_pending_cancellation("2025-12-31", 0, false);
-    let t = execute_cancellations(&c, d("2026-01-01"), &policy())
+    let t = execute_cancellations(&c, date("2026-01-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(t.contract.original_end_date, None);
@@ -252,36 +250,40 @@ fn execute_cancellations_at_the_end_date_records_no_original_end_date() {
 #[test]
 fn execute_cancellations_cancels_billable_lines_and_expires_the_others_at_the_end_date() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
-    let t = execute_cancellations(&c, d("2025-06-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-06-01"), &policy())
         .unwrap()
         .unwrap();
     let l1 = t.contract.line("L1").unwrap();
     let l2 = t.contract.line("L2").unwrap();
     assert_eq!(l1.status, LineStatus::Cancelled);
     assert_eq!(l2.status, LineStatus::Expired);
-    assert_eq!(l1.end_date, Some(d("2025-05-31")));
-    assert_eq!(l2.end_date, Some(d("2025-05-31")), "open-ended line capped");
+    assert_eq!(l1.end_date, Some(date("2025-05-31")));
+    assert_eq!(
+        l2.end_date,
+        Some(date("2025-05-31")),
+        "open-ended line capped"
+    );
 }
 
 #[test]
 fn execute_cancellations_deletes_later_schedules_and_prorates_the_cut_one() {
     let c = with_pending_cancellation("2025-05-14", 4, false);
-    let t = execute_cancellations(&c, d("2025-05-15"), &policy())
+    let t = execute_cancellations(&c, date("2025-05-15"), &policy())
         .unwrap()
         .unwrap();
     let schedules = &t.contract.schedules;
     assert_eq!(schedules.len(), 5, "January to May remain");
     let may = &schedules[4];
-    assert_eq!(may.period_end, d("2025-05-14"));
+    assert_eq!(may.period_end, date("2025-05-14"));
     assert_eq!(may.amount_minor, prorate(3100, 14, 31));
     assert_eq!(may.amount_minor, 1400);
-    assert!(schedules.iter().all(|s| s.period_end <= d("2025-05-14")));
+    assert!(schedules.iter().all(|s| s.period_end <= date("2025-05-14")));
 }
 
 #[test]
 fn execute_cancellations_refuses_a_billed_schedule_beyond_the_end_date_naming_it() {
     let c = with_pending_cancellation("2025-05-14", 5, false);
-    let refusal = execute_cancellations(&c, d("2025-05-15"), &policy()).unwrap_err();
+    let refusal = execute_cancellations(&c, date("2025-05-15"), &policy()).unwrap_err();
     assert_eq!(refusal.field, "schedules[4]");
     assert!(refusal.message.contains("'C-1'"), "{}", refusal.message);
     assert!(refusal
@@ -299,7 +301,7 @@ fn execute_cancellations_refuses_a_billed_schedule_beyond_the_end_date_naming_it
 #[test]
 fn execute_cancellations_credits_the_billed_difference_when_allowed() {
     let c = with_pending_cancellation("2025-05-14", 6, false);
-    let t = execute_cancellations(&c, d("2025-05-15"), &allow_billed())
+    let t = execute_cancellations(&c, date("2025-05-15"), &allow_billed())
         .unwrap()
         .unwrap();
     // May cut to 1400 (1700 back) and June deleted (3100 back).
@@ -329,7 +331,7 @@ fn execute_cancellations_credits_the_billed_difference_when_allowed() {
 #[test]
 fn execute_cancellations_creates_the_final_invoice_when_asked_for() {
     let c = with_pending_cancellation("2025-05-14", 3, true);
-    let t = execute_cancellations(&c, d("2025-05-15"), &policy())
+    let t = execute_cancellations(&c, date("2025-05-15"), &policy())
         .unwrap()
         .unwrap();
     let invoice = t
@@ -358,7 +360,7 @@ fn execute_cancellations_creates_the_final_invoice_when_asked_for() {
 #[test]
 fn execute_cancellations_without_planned_schedules_creates_no_final_invoice() {
     let c = with_pending_cancellation("2025-12-31", 12, true);
-    let t = execute_cancellations(&c, d("2026-01-01"), &policy())
+    let t = execute_cancellations(&c, date("2026-01-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(t.contract.documents.len(), 12);
@@ -389,16 +391,16 @@ fn two_billable_lines() -> Value {
 #[test]
 fn execute_cancellations_of_a_line_ends_that_line_only() {
     let c = contract(two_billable_lines());
-    let t = execute_cancellations(&c, d("2025-04-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-04-01"), &policy())
         .unwrap()
         .unwrap();
     let l1 = t.contract.line("L1").unwrap();
     assert_eq!(l1.status, LineStatus::Cancelled);
-    assert_eq!(l1.end_date, Some(d("2025-03-31")));
+    assert_eq!(l1.end_date, Some(date("2025-03-31")));
     assert_eq!(l1.cancellation, None);
     assert_eq!(t.contract.line("L2").unwrap().status, LineStatus::Active);
     assert_eq!(t.contract.status, ContractStatus::Active);
-    assert_eq!(t.contract.end_date, Some(d("2025-12-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-12-31")));
     let l1_schedules = t
         .contract
         .schedules
@@ -424,24 +426,24 @@ fn execute_cancellations_of_a_line_ends_that_line_only() {
 fn execute_cancellations_of_the_last_active_line_cancels_the_contract() {
     let mut c = contract(two_billable_lines());
     c.lines[1].cancellation = Some(Cancellation {
-        received_on: d("2025-02-01"),
-        end_date: d("2025-04-30"),
+        received_on: date("2025-02-01"),
+        end_date: date("2025-04-30"),
         reason: Some("closing".into()),
         notes: None,
         final_invoice: false,
         restore_auto_extend: false,
     });
-    let t = execute_cancellations(&c, d("2025-05-01"), &policy())
+    let t = execute_cancellations(&c, date("2025-05-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
     assert_eq!(
         t.contract.end_date,
-        Some(d("2025-04-30")),
+        Some(date("2025-04-30")),
         "the latest line end"
     );
     assert_eq!(t.contract.end_reason.as_deref(), Some("closing"));
-    assert_eq!(t.contract.original_end_date, Some(d("2025-12-31")));
+    assert_eq!(t.contract.original_end_date, Some(date("2025-12-31")));
     let kinds: Vec<EventKind> = t.events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -456,11 +458,11 @@ fn execute_cancellations_of_the_last_active_line_cancels_the_contract() {
 #[test]
 fn execute_pending_cancellation_executes_regardless_of_the_business_date() {
     let c = with_pending_cancellation("2025-05-31", 0, false);
-    let t = execute_pending_cancellation(&c, d("2025-05-20"), &policy())
+    let t = execute_pending_cancellation(&c, date("2025-05-20"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
-    assert_eq!(t.contract.end_date, Some(d("2025-05-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-05-31")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,9 +476,9 @@ fn auto_extending() -> Value {
 #[test]
 fn auto_extend_happens_the_day_after_the_deadline_not_at_the_end_date() {
     let c = contract_as_of(auto_extending(), "2025-06-01");
-    assert_eq!(auto_extend(&c, d("2025-11-30")), None);
-    let t = auto_extend(&c, d("2025-12-01")).unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2026-12-31")));
+    assert_eq!(auto_extend(&c, date("2025-11-30")), None);
+    let t = auto_extend(&c, date("2025-12-01")).unwrap();
+    assert_eq!(t.contract.end_date, Some(date("2026-12-31")));
     let event = &t.events[0];
     assert_eq!(event.kind, EventKind::Extended);
     assert_eq!(event.details["from"], "2025-12-31");
@@ -489,8 +491,8 @@ fn auto_extend_happens_the_day_after_the_deadline_not_at_the_end_date() {
 fn auto_extend_catches_up_several_terms_in_one_call() {
     let c = contract_as_of(auto_extending(), "2025-06-01");
     // Down since before the 2025 deadline; the 2026 and 2027 deadlines passed too.
-    let t = auto_extend(&c, d("2028-01-15")).unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2028-12-31")));
+    let t = auto_extend(&c, date("2028-01-15")).unwrap();
+    assert_eq!(t.contract.end_date, Some(date("2028-12-31")));
     assert_eq!(t.events.len(), 1);
     assert_eq!(t.events[0].details["terms"], 3);
 }
@@ -502,20 +504,23 @@ fn auto_extend_catches_up_monthly_terms_with_the_month_end_rule() {
                "extension_term": "1M"}),
         "2025-01-10",
     );
-    let t = auto_extend(&c, d("2025-05-02")).unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2025-05-31")));
+    let t = auto_extend(&c, date("2025-05-02")).unwrap();
+    assert_eq!(t.contract.end_date, Some(date("2025-05-31")));
     assert_eq!(t.events[0].details["terms"], 4);
 }
 
 #[test]
 fn a_transition_recomputes_the_deadline_from_the_new_end_date() {
     let c = contract_as_of(auto_extending(), "2025-06-01");
-    assert_eq!(c.latest_cancellation_date, Some(d("2025-11-30")));
-    let t = auto_extend(&c, d("2025-12-01")).unwrap();
-    assert_eq!(t.contract.cancellation_date, Some(d("2026-12-31")));
-    assert_eq!(t.contract.latest_cancellation_date, Some(d("2026-11-30")));
+    assert_eq!(c.latest_cancellation_date, Some(date("2025-11-30")));
+    let t = auto_extend(&c, date("2025-12-01")).unwrap();
+    assert_eq!(t.contract.cancellation_date, Some(date("2026-12-31")));
+    assert_eq!(
+        t.contract.latest_cancellation_date,
+        Some(date("2026-11-30"))
+    );
     // So the refresh job has nothing left to do that day.
-    assert_eq!(refresh_deadlines(&t.contract, d("2025-12-01")), None);
+    assert_eq!(refresh_deadlines(&t.contract, date("2025-12-01")), None);
 }
 
 #[test]
@@ -539,34 +544,34 @@ fn auto_extend_moves_lines_that_ended_with_the_contract_and_plans_their_schedule
         }),
         "2025-06-01",
     );
-    let t = auto_extend(&c, d("2025-12-01")).unwrap();
+    let t = auto_extend(&c, date("2025-12-01")).unwrap();
     assert_eq!(
         t.contract.line("L1").unwrap().end_date,
-        Some(d("2026-12-31"))
+        Some(date("2026-12-31"))
     );
     assert_eq!(
         t.contract.line("L2").unwrap().end_date,
-        Some(d("2025-12-31")),
+        Some(date("2025-12-31")),
         "without auto_extend the line stays"
     );
     assert_eq!(
         t.contract.line("L3").unwrap().end_date,
-        Some(d("2025-06-30")),
+        Some(date("2025-06-30")),
         "a line that ended before the contract stays"
     );
     let added: Vec<&BillingSchedule> = t
         .contract
         .schedules
         .iter()
-        .filter(|s| s.period_start > d("2025-12-31"))
+        .filter(|s| s.period_start > date("2025-12-31"))
         .collect();
     assert_eq!(added.len(), 12);
     assert!(added.iter().all(|s| s.line_ref == "L1"
         && s.status == ScheduleStatus::Planned
         && s.amount_minor == 3100
         && s.document.is_none()));
-    assert_eq!(added[0].period_start, d("2026-01-01"));
-    assert_eq!(added[11].period_end, d("2026-12-31"));
+    assert_eq!(added[0].period_start, date("2026-01-01"));
+    assert_eq!(added[11].period_end, date("2026-12-31"));
     assert_eq!(t.events[0].details["schedules_added"], 12);
 }
 
@@ -588,25 +593,25 @@ fn auto_extend_cuts_and_prorates_the_last_period_and_reopens_it_on_the_next_exte
         "2025-04-01",
     );
     // Extended to 31 May: the quarter 1 May..31 Jul is cut at 31 May (31 of 92 days).
-    let t = auto_extend(&c, d("2025-05-01")).unwrap();
+    let t = auto_extend(&c, date("2025-05-01")).unwrap();
     let added: Vec<&BillingSchedule> = t.contract.schedules.iter().skip(1).collect();
     assert_eq!(added.len(), 1);
     assert_eq!(
         (added[0].period_start, added[0].period_end),
-        (d("2025-05-01"), d("2025-05-31"))
+        (date("2025-05-01"), date("2025-05-31"))
     );
     assert_eq!(added[0].amount_minor, prorate(9000, 31, 92));
     // The next extension reopens that planned, cut quarter and plans it again up to the new
     // end date: never a day twice, and the same schedules as one catch-up extension would make.
-    let t2 = auto_extend(&t.contract, d("2025-06-01")).unwrap();
+    let t2 = auto_extend(&t.contract, date("2025-06-01")).unwrap();
     let later: Vec<&BillingSchedule> = t2.contract.schedules.iter().skip(1).collect();
     assert_eq!(later.len(), 1);
     assert_eq!(
         (later[0].period_start, later[0].period_end),
-        (d("2025-05-01"), d("2025-06-30"))
+        (date("2025-05-01"), date("2025-06-30"))
     );
     assert_eq!(later[0].amount_minor, prorate(9000, 61, 92));
-    let at_once = auto_extend(&c, d("2025-06-01")).unwrap();
+    let at_once = auto_extend(&c, date("2025-06-01")).unwrap();
     assert_eq!(at_once.contract.end_date, t2.contract.end_date);
     assert_eq!(at_once.contract.schedules, t2.contract.schedules);
 }
@@ -615,20 +620,20 @@ fn auto_extend_cuts_and_prorates_the_last_period_and_reopens_it_on_the_next_exte
 fn auto_extend_leaves_a_contract_with_a_pending_cancellation_alone() {
     let mut c = contract_as_of(auto_extending(), "2025-06-01");
     c.cancellation = Some(Cancellation {
-        received_on: d("2025-06-01"),
-        end_date: d("2025-12-31"),
+        received_on: date("2025-06-01"),
+        end_date: date("2025-12-31"),
         reason: None,
         notes: None,
         final_invoice: false,
         restore_auto_extend: true,
     });
-    assert_eq!(auto_extend(&c, d("2025-12-01")), None);
+    assert_eq!(auto_extend(&c, date("2025-12-01")), None);
 }
 
 #[test]
 fn auto_extend_leaves_a_contract_without_auto_extension_alone() {
     let c = contract_as_of(json!({}), "2025-06-01");
-    assert_eq!(auto_extend(&c, d("2025-12-01")), None);
+    assert_eq!(auto_extend(&c, date("2025-12-01")), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,13 +652,13 @@ fn expire_ends_a_contract_past_its_end_date_with_its_active_lines() {
         ]}),
         "2025-06-01",
     );
-    assert_eq!(expire(&c, d("2025-12-31")), None);
-    let t = expire(&c, d("2026-01-01")).unwrap();
+    assert_eq!(expire(&c, date("2025-12-31")), None);
+    let t = expire(&c, date("2026-01-01")).unwrap();
     assert_eq!(t.contract.status, ContractStatus::Expired);
     assert_eq!(t.contract.line("L1").unwrap().status, LineStatus::Expired);
     assert_eq!(
         t.contract.line("L1").unwrap().end_date,
-        Some(d("2025-12-31"))
+        Some(date("2025-12-31"))
     );
     assert_eq!(t.contract.line("L2").unwrap().status, LineStatus::Cancelled);
     assert_eq!(t.events[0].kind, EventKind::Expired);
@@ -675,7 +680,7 @@ fn expire_ends_a_line_past_its_own_end_date_while_the_contract_goes_on() {
         ]}),
         "2025-05-01",
     );
-    let t = expire(&c, d("2025-05-15")).unwrap();
+    let t = expire(&c, date("2025-05-15")).unwrap();
     assert_eq!(t.contract.status, ContractStatus::Active);
     assert_eq!(t.contract.line("L1").unwrap().status, LineStatus::Expired);
     assert_eq!(t.contract.line("L2").unwrap().status, LineStatus::Active);
@@ -689,7 +694,7 @@ fn expire_ends_a_line_past_its_own_end_date_while_the_contract_goes_on() {
 #[test]
 fn expire_waits_for_a_pending_cancellation() {
     let c = with_pending_cancellation("2025-12-31", 0, false);
-    assert_eq!(expire(&c, d("2026-01-01")), None);
+    assert_eq!(expire(&c, date("2026-01-01")), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,12 +707,15 @@ fn refresh_deadlines_recomputes_once_the_deadline_passed() {
         json!({"end_date": null, "cancellation_window": "end_of_month"}),
         "2025-11-22",
     );
-    assert_eq!(c.cancellation_date, Some(d("2025-12-31")));
-    assert_eq!(c.latest_cancellation_date, Some(d("2025-11-30")));
-    assert_eq!(refresh_deadlines(&c, d("2025-11-30")), None);
-    let t = refresh_deadlines(&c, d("2025-12-01")).unwrap();
-    assert_eq!(t.contract.cancellation_date, Some(d("2026-01-31")));
-    assert_eq!(t.contract.latest_cancellation_date, Some(d("2025-12-31")));
+    assert_eq!(c.cancellation_date, Some(date("2025-12-31")));
+    assert_eq!(c.latest_cancellation_date, Some(date("2025-11-30")));
+    assert_eq!(refresh_deadlines(&c, date("2025-11-30")), None);
+    let t = refresh_deadlines(&c, date("2025-12-01")).unwrap();
+    assert_eq!(t.contract.cancellation_date, Some(date("2026-01-31")));
+    assert_eq!(
+        t.contract.latest_cancellation_date,
+        Some(date("2025-12-31"))
+    );
     let event = &t.events[0];
     assert_eq!(event.kind, EventKind::DeadlinesRefreshed);
     assert_eq!(
@@ -724,7 +732,7 @@ fn refresh_deadlines_recomputes_once_the_deadline_passed() {
 #[test]
 fn refresh_deadlines_clears_the_dates_after_the_last_deadline() {
     let c = contract_as_of(json!({}), "2025-06-01");
-    let t = refresh_deadlines(&c, d("2025-12-01")).unwrap();
+    let t = refresh_deadlines(&c, date("2025-12-01")).unwrap();
     assert_eq!(t.contract.cancellation_date, None);
     assert_eq!(t.contract.latest_cancellation_date, None);
 }
@@ -733,7 +741,7 @@ fn refresh_deadlines_clears_the_dates_after_the_last_deadline() {
 fn refresh_deadlines_leaves_a_null_deadline_null() {
     let c = contract_as_of(json!({}), "2025-12-05");
     assert_eq!(c.latest_cancellation_date, None);
-    assert_eq!(refresh_deadlines(&c, d("2025-12-20")), None);
+    assert_eq!(refresh_deadlines(&c, date("2025-12-20")), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,22 +754,22 @@ fn every_rule_is_idempotent_for_the_same_business_date() {
         (
             Job::ExecuteCancellations,
             with_pending_cancellation("2025-05-14", 6, true),
-            d("2025-05-15"),
+            date("2025-05-15"),
         ),
         (
             Job::ExecuteCancellations,
             contract(two_billable_lines()),
-            d("2025-04-01"),
+            date("2025-04-01"),
         ),
         (
             Job::AutoExtend,
             contract_as_of(auto_extending(), "2025-06-01"),
-            d("2030-01-01"),
+            date("2030-01-01"),
         ),
         (
             Job::Expire,
             contract_as_of(json!({}), "2025-06-01"),
-            d("2026-01-01"),
+            date("2026-01-01"),
         ),
         (
             Job::RefreshDeadlines,
@@ -769,7 +777,7 @@ fn every_rule_is_idempotent_for_the_same_business_date() {
                 json!({"end_date": null, "cancellation_window": "end_of_quarter"}),
                 "2025-02-01",
             ),
-            d("2025-07-01"),
+            date("2025-07-01"),
         ),
     ];
     for (job, c, day) in cases {
@@ -789,10 +797,10 @@ fn transition_keys_come_from_the_state_the_transition_starts_from() {
     // The same pending cancellation executed on two different days gives the same key, so a
     // second replica's attempt collides instead of recording it twice.
     let c = with_pending_cancellation("2025-05-31", 0, false);
-    let a = execute_cancellations(&c, d("2025-06-01"), &policy())
+    let a = execute_cancellations(&c, date("2025-06-01"), &policy())
         .unwrap()
         .unwrap();
-    let b = execute_cancellations(&c, d("2025-06-03"), &policy())
+    let b = execute_cancellations(&c, date("2025-06-03"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(keys(&a.events), keys(&b.events));
@@ -803,7 +811,7 @@ fn transition_keys_come_from_the_state_the_transition_starts_from() {
 // ---------------------------------------------------------------------------------------------
 
 fn day(offset: i64) -> NaiveDate {
-    let base = d("2024-01-01");
+    let base = date("2024-01-01");
     if offset >= 0 {
         base + Days::new(offset as u64)
     } else {

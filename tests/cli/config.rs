@@ -3,23 +3,20 @@
 //! (defaults < file < environment < `--database-url`); the default database is an SQLite
 //! file created on first use; credentials are never printed; usage errors exit 2.
 
-mod support;
-
-#[macro_use]
-#[path = "support/cli.rs"]
-mod cli;
-
 use std::path::Path;
 
-use cli::{contractd, minimal, run_command, Backend, Outcome, TestDb};
+use crate::harness::{contractd, minimal, run_command, Outcome, TestDb};
+use crate::support::Backend;
 use serde_json::json;
 use tempfile::TempDir;
 
-backend_tests! {
-    unknown_zone_in_run_is_a_usage_error,
-    migrate_twice_is_fine,
-    default_time_zone_layers_default_file_environment,
-    database_url_layers_file_environment_flag,
+crate::both_databases! {
+    backend: [
+        unknown_zone_in_run_is_a_usage_error,
+        migrate_twice_is_fine,
+        default_time_zone_layers_default_file_environment,
+        database_url_layers_file_environment_flag,
+    ],
 }
 
 /// Run `contractd ARGS…` in a new, empty directory with `env`; the directory is returned so
@@ -287,9 +284,9 @@ fn password_of_a_working_postgres_url_is_never_printed() {
     let url = url.to_string();
     let file = db.write_file(
         "two.jsonl",
-        &cli::jsonl(&[
+        &crate::harness::jsonl(&[
             minimal("PW-1"),
-            cli::changed(minimal("PW-2"), &[("/end_date", json!("2025-03-31"))]),
+            crate::harness::changed(minimal("PW-2"), &[("/end_date", json!("2025-03-31"))]),
         ]),
     );
     let bad = db.write_file("bad.jsonl", "{\"ref\":\"PW-3\"}\n");

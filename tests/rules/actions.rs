@@ -1,5 +1,5 @@
-//! Operator actions of SPEC section 6 (cancel, end early, revoke), with the examples of the
-//! three seed pages by name: NCRC's three notice examples, Nexudus's cancellation date and
+//! Operator actions of docs/rules.md section 6 (cancel, end early, revoke), with the examples of
+//! the three seed pages by name: NCRC's three notice examples, Nexudus's cancellation date and
 //! admin cancel, and every bullet of Billing Central's "Ending Contracts".
 
 use chrono::NaiveDate;
@@ -14,9 +14,7 @@ use contractd::lifecycle::actions::{
 use contractd::lifecycle::{execute_cancellations, expire, RulePolicy};
 use serde_json::{json, Value};
 
-fn d(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-}
+use crate::support::date;
 
 /// A contract from an import record: the defaults below with the fields of `patch` replaced,
 /// its dates computed as of `today` (as import stores it).
@@ -42,7 +40,7 @@ fn contract(patch: Value, today: &str) -> Contract {
             time_zone: chrono_tz::UTC,
         })
         .unwrap();
-    contract.recompute_cancellation_dates(d(today));
+    contract.recompute_cancellation_dates(date(today));
     contract
 }
 
@@ -58,7 +56,7 @@ fn allow_billed() -> RulePolicy {
 
 fn received(day: &str) -> CancelRequest {
     CancelRequest {
-        received_on: Some(d(day)),
+        received_on: Some(date(day)),
         reason: Some("too_expensive".into()),
         notes: Some("called on the phone".into()),
         ..CancelRequest::default()
@@ -109,13 +107,16 @@ fn invoices(count: usize) -> Vec<Value> {
 #[test]
 fn ncrc_example_1_one_month_notice_till_end_of_contract() {
     let c = contract(json!({}), "2025-11-22");
-    assert_eq!(c.cancellation_date, Some(d("2025-12-31")));
-    assert_eq!(c.latest_cancellation_date, Some(d("2025-11-30")));
+    assert_eq!(c.cancellation_date, Some(date("2025-12-31")));
+    assert_eq!(c.latest_cancellation_date, Some(date("2025-11-30")));
     // Submitted on the deadline: valid, ends at the contract's end date.
-    let t = cancel(&c, &received("2025-11-30"), d("2025-11-30"), &policy()).unwrap();
-    assert_eq!(t.contract.cancellation.unwrap().end_date, d("2025-12-31"));
+    let t = cancel(&c, &received("2025-11-30"), date("2025-11-30"), &policy()).unwrap();
+    assert_eq!(
+        t.contract.cancellation.unwrap().end_date,
+        date("2025-12-31")
+    );
     // One day late: no regular cancellation is left; the contract simply expires.
-    let late = cancel(&c, &received("2025-12-01"), d("2025-12-01"), &policy()).unwrap_err();
+    let late = cancel(&c, &received("2025-12-01"), date("2025-12-01"), &policy()).unwrap_err();
     assert!(matches!(late, ActionError::NoRegularCancellation { .. }));
     assert!(late.to_string().contains("contract 'C-1'"));
     // What gets past it (an override) is the command line's to say, in its own syntax.
@@ -136,14 +137,14 @@ fn ncrc_example_1_for_a_contract_line() {
     );
     let mut request = received("2025-05-31");
     request.line = Some("L1".into());
-    let t = cancel(&c, &request, d("2025-05-31"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-31"), &policy()).unwrap();
     let line = t.contract.line("L1").unwrap();
     assert_eq!(
         line.cancellation.as_ref().unwrap().end_date,
-        d("2025-06-30")
+        date("2025-06-30")
     );
-    request.received_on = Some(d("2025-06-01"));
-    let late = cancel(&c, &request, d("2025-06-01"), &policy()).unwrap_err();
+    request.received_on = Some(date("2025-06-01"));
+    let late = cancel(&c, &request, date("2025-06-01"), &policy()).unwrap_err();
     assert!(matches!(late, ActionError::NoRegularCancellation { .. }));
     assert!(late.to_string().starts_with("contract 'C-1' line 'L1'"));
 }
@@ -156,17 +157,17 @@ fn ncrc_example_2_one_month_notice_till_end_of_year_deadline_is_30_11() {
         json!({"end_date": null, "cancellation_window": "end_of_year"}),
         "2025-11-22",
     );
-    assert_eq!(c.cancellation_date, Some(d("2025-12-31")));
-    assert_eq!(c.latest_cancellation_date, Some(d("2025-11-30")));
-    let on_time = cancel(&c, &received("2025-11-30"), d("2025-11-30"), &policy()).unwrap();
+    assert_eq!(c.cancellation_date, Some(date("2025-12-31")));
+    assert_eq!(c.latest_cancellation_date, Some(date("2025-11-30")));
+    let on_time = cancel(&c, &received("2025-11-30"), date("2025-11-30"), &policy()).unwrap();
     assert_eq!(
         on_time.contract.cancellation.unwrap().end_date,
-        d("2025-12-31")
+        date("2025-12-31")
     );
-    let next_year = cancel(&c, &received("2025-12-01"), d("2025-12-01"), &policy()).unwrap();
+    let next_year = cancel(&c, &received("2025-12-01"), date("2025-12-01"), &policy()).unwrap();
     assert_eq!(
         next_year.contract.cancellation.unwrap().end_date,
-        d("2026-12-31")
+        date("2026-12-31")
     );
 }
 
@@ -178,17 +179,17 @@ fn ncrc_example_3_no_notice_period_till_end_of_month() {
         json!({"end_date": null, "notice_period": "0D", "cancellation_window": "end_of_month"}),
         "2025-11-22",
     );
-    assert_eq!(c.cancellation_date, Some(d("2025-11-30")));
-    assert_eq!(c.latest_cancellation_date, Some(d("2025-11-30")));
-    let last_day = cancel(&c, &received("2025-11-30"), d("2025-11-30"), &policy()).unwrap();
+    assert_eq!(c.cancellation_date, Some(date("2025-11-30")));
+    assert_eq!(c.latest_cancellation_date, Some(date("2025-11-30")));
+    let last_day = cancel(&c, &received("2025-11-30"), date("2025-11-30"), &policy()).unwrap();
     assert_eq!(
         last_day.contract.cancellation.unwrap().end_date,
-        d("2025-11-30")
+        date("2025-11-30")
     );
-    let next_month = cancel(&c, &received("2025-12-01"), d("2025-12-01"), &policy()).unwrap();
+    let next_month = cancel(&c, &received("2025-12-01"), date("2025-12-01"), &policy()).unwrap();
     assert_eq!(
         next_month.contract.cancellation.unwrap().end_date,
-        d("2025-12-31")
+        date("2025-12-31")
     );
 }
 
@@ -204,8 +205,8 @@ fn cancel_too_late_names_the_missed_deadline_and_the_next_possible_end_date() {
         "2025-11-01",
     );
     let mut request = received("2025-12-05");
-    request.end_date = Some(d("2025-12-31"));
-    let error = cancel(&c, &request, d("2025-12-05"), &policy()).unwrap_err();
+    request.end_date = Some(date("2025-12-31"));
+    let error = cancel(&c, &request, date("2025-12-05"), &policy()).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'C-1': end_date 2025-12-31 needs notice by 2025-11-30 (received 2025-12-05); \
@@ -220,8 +221,8 @@ fn cancel_with_an_end_date_outside_the_window_names_the_next_possible_one() {
         "2025-02-01",
     );
     let mut request = received("2025-02-01");
-    request.end_date = Some(d("2025-04-15"));
-    let error = cancel(&c, &request, d("2025-02-01"), &policy()).unwrap_err();
+    request.end_date = Some(date("2025-04-15"));
+    let error = cancel(&c, &request, date("2025-02-01"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::NotPossibleEndDate { .. }));
     assert_eq!(
         error.to_string(),
@@ -238,16 +239,22 @@ fn cancel_before_the_minimum_term_is_refused_unless_overridden() {
         "2025-03-01",
     );
     let mut request = received("2025-03-01");
-    request.end_date = Some(d("2025-06-30"));
-    let error = cancel(&c, &request, d("2025-03-01"), &policy()).unwrap_err();
+    request.end_date = Some(date("2025-06-30"));
+    let error = cancel(&c, &request, date("2025-03-01"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::BeforeMinimumTerm { .. }));
     assert!(error.to_string().contains("minimum_term_end 2025-12-31"));
     // Without a requested end date the first end date after the minimum term is taken.
-    let t = cancel(&c, &received("2025-03-01"), d("2025-03-01"), &policy()).unwrap();
-    assert_eq!(t.contract.cancellation.unwrap().end_date, d("2025-12-31"));
+    let t = cancel(&c, &received("2025-03-01"), date("2025-03-01"), &policy()).unwrap();
+    assert_eq!(
+        t.contract.cancellation.unwrap().end_date,
+        date("2025-12-31")
+    );
     request.override_notice = true;
-    let t = cancel(&c, &request, d("2025-03-01"), &policy()).unwrap();
-    assert_eq!(t.contract.cancellation.unwrap().end_date, d("2025-06-30"));
+    let t = cancel(&c, &request, date("2025-03-01"), &policy()).unwrap();
+    assert_eq!(
+        t.contract.cancellation.unwrap().end_date,
+        date("2025-06-30")
+    );
 }
 
 #[test]
@@ -256,19 +263,19 @@ fn cancel_registers_turns_auto_extend_off_and_stays_active() {
         json!({"auto_extend": true, "extension_term": "1Y"}),
         "2025-10-01",
     );
-    let t = cancel(&c, &received("2025-10-01"), d("2025-10-01"), &policy()).unwrap();
+    let t = cancel(&c, &received("2025-10-01"), date("2025-10-01"), &policy()).unwrap();
     let registered = &t.contract;
     assert_eq!(registered.status, ContractStatus::Active);
     assert!(!registered.auto_extend);
     let pending = registered.cancellation.as_ref().unwrap();
-    assert_eq!(pending.end_date, d("2025-12-31"));
-    assert_eq!(pending.received_on, d("2025-10-01"));
+    assert_eq!(pending.end_date, date("2025-12-31"));
+    assert_eq!(pending.received_on, date("2025-10-01"));
     assert!(pending.restore_auto_extend);
     assert_eq!(pending.reason.as_deref(), Some("too_expensive"));
     // Dates recomputed: the pending cancellation's end date, no deadline.
-    assert_eq!(registered.cancellation_date, Some(d("2025-12-31")));
+    assert_eq!(registered.cancellation_date, Some(date("2025-12-31")));
     assert_eq!(registered.latest_cancellation_date, None);
-    assert_eq!(registered.end_date, Some(d("2025-12-31")));
+    assert_eq!(registered.end_date, Some(date("2025-12-31")));
     let event = &t.events[0];
     assert_eq!(event.kind, EventKind::CancellationRegistered);
     assert_eq!(event.transition_key, None);
@@ -276,10 +283,10 @@ fn cancel_registers_turns_auto_extend_off_and_stays_active() {
     assert_eq!(event.details["notes"], "called on the phone");
     // It executes the day after its end date, and not before.
     assert_eq!(
-        execute_cancellations(registered, d("2025-12-31"), &policy()),
+        execute_cancellations(registered, date("2025-12-31"), &policy()),
         Ok(None)
     );
-    let executed = execute_cancellations(registered, d("2026-01-01"), &policy())
+    let executed = execute_cancellations(registered, date("2026-01-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(executed.contract.status, ContractStatus::Cancelled);
@@ -288,11 +295,11 @@ fn cancel_registers_turns_auto_extend_off_and_stays_active() {
 #[test]
 fn cancel_a_second_time_while_one_is_pending_is_an_error() {
     let c = contract(json!({}), "2025-10-01");
-    let t = cancel(&c, &received("2025-10-01"), d("2025-10-01"), &policy()).unwrap();
+    let t = cancel(&c, &received("2025-10-01"), date("2025-10-01"), &policy()).unwrap();
     let error = cancel(
         &t.contract,
         &received("2025-10-02"),
-        d("2025-10-02"),
+        date("2025-10-02"),
         &policy(),
     )
     .unwrap_err();
@@ -303,7 +310,7 @@ fn cancel_a_second_time_while_one_is_pending_is_an_error() {
 #[test]
 fn cancel_an_ended_contract_is_an_error() {
     let c = contract(json!({"status": "expired"}), "2025-10-01");
-    let error = cancel(&c, &received("2025-10-01"), d("2025-10-01"), &policy()).unwrap_err();
+    let error = cancel(&c, &received("2025-10-01"), date("2025-10-01"), &policy()).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'C-1': status is expired; only an active contract can be cancelled"
@@ -313,7 +320,7 @@ fn cancel_an_ended_contract_is_an_error() {
 #[test]
 fn cancel_received_in_the_future_is_an_error() {
     let c = contract(json!({}), "2025-10-01");
-    let error = cancel(&c, &received("2025-10-02"), d("2025-10-01"), &policy()).unwrap_err();
+    let error = cancel(&c, &received("2025-10-02"), date("2025-10-01"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::ReceivedInFuture { .. }));
 }
 
@@ -324,9 +331,9 @@ fn cancel_received_in_the_past_with_an_end_date_before_today_executes_at_once() 
         "2025-03-01",
     );
     // Received (and lost in the mail room) on 20 March, registered on 3 April.
-    let t = cancel(&c, &received("2025-03-20"), d("2025-04-03"), &policy()).unwrap();
+    let t = cancel(&c, &received("2025-03-20"), date("2025-04-03"), &policy()).unwrap();
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
-    assert_eq!(t.contract.end_date, Some(d("2025-03-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-03-31")));
     let kinds: Vec<EventKind> = t.events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -345,9 +352,9 @@ fn cancel_with_override_ignores_the_notice_period_and_defaults_to_today() {
         override_notice: true,
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-11-20"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-11-20"), &policy()).unwrap();
     let pending = t.contract.cancellation.unwrap();
-    assert_eq!(pending.end_date, d("2025-11-20"));
+    assert_eq!(pending.end_date, date("2025-11-20"));
     assert_eq!(t.contract.status, ContractStatus::Active);
 }
 
@@ -356,10 +363,10 @@ fn cancel_with_override_may_not_end_after_the_end_date() {
     let c = contract(json!({}), "2025-11-01");
     let request = CancelRequest {
         override_notice: true,
-        end_date: Some(d("2026-01-31")),
+        end_date: Some(date("2026-01-31")),
         ..CancelRequest::default()
     };
-    let error = cancel(&c, &request, d("2025-11-20"), &policy()).unwrap_err();
+    let error = cancel(&c, &request, date("2025-11-20"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::EndDateAfterEnd { .. }));
 }
 
@@ -368,10 +375,10 @@ fn cancel_immediately_with_another_end_date_is_an_error() {
     let c = contract(json!({}), "2025-11-01");
     let request = CancelRequest {
         immediately: true,
-        end_date: Some(d("2025-12-31")),
+        end_date: Some(date("2025-12-31")),
         ..CancelRequest::default()
     };
-    let error = cancel(&c, &request, d("2025-11-20"), &policy()).unwrap_err();
+    let error = cancel(&c, &request, date("2025-11-20"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::ImmediatelyWithEndDate { .. }));
 }
 
@@ -382,10 +389,13 @@ fn cancel_into_a_later_term_extends_the_contract_to_that_term() {
         "2025-10-01",
     );
     let mut request = received("2025-10-01");
-    request.end_date = Some(d("2026-12-31"));
-    let t = cancel(&c, &request, d("2025-10-01"), &policy()).unwrap();
-    assert_eq!(t.contract.end_date, Some(d("2026-12-31")));
-    assert_eq!(t.contract.cancellation.unwrap().end_date, d("2026-12-31"));
+    request.end_date = Some(date("2026-12-31"));
+    let t = cancel(&c, &request, date("2025-10-01"), &policy()).unwrap();
+    assert_eq!(t.contract.end_date, Some(date("2026-12-31")));
+    assert_eq!(
+        t.contract.cancellation.unwrap().end_date,
+        date("2026-12-31")
+    );
     assert_eq!(t.events[0].kind, EventKind::Extended);
     assert_eq!(t.events[1].kind, EventKind::CancellationRegistered);
 }
@@ -393,7 +403,7 @@ fn cancel_into_a_later_term_extends_the_contract_to_that_term() {
 #[test]
 fn cancel_without_any_possible_cancellation_says_so() {
     let c = contract(json!({}), "2025-12-10");
-    let error = cancel(&c, &received("2025-12-10"), d("2025-12-10"), &policy()).unwrap_err();
+    let error = cancel(&c, &received("2025-12-10"), date("2025-12-10"), &policy()).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'C-1': end_date: no regular cancellation is possible any more as of \
@@ -423,12 +433,12 @@ fn cancel_a_line_registers_on_that_line_only() {
     let c = contract(with_lines(), "2025-03-10");
     let mut request = received("2025-03-10");
     request.line = Some("L1".into());
-    let t = cancel(&c, &request, d("2025-03-10"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-03-10"), &policy()).unwrap();
     let line = t.contract.line("L1").unwrap();
     let pending = line.cancellation.as_ref().unwrap();
     assert_eq!(
         pending.end_date,
-        d("2025-04-30"),
+        date("2025-04-30"),
         "end of month, one month notice"
     );
     assert!(pending.restore_auto_extend);
@@ -438,7 +448,7 @@ fn cancel_a_line_registers_on_that_line_only() {
     assert_eq!(t.events[0].kind, EventKind::LineCancellationRegistered);
     assert_eq!(t.events[0].line_ref.as_deref(), Some("L1"));
     // Executed the day after its end date: the line ends, the contract goes on.
-    let executed = execute_cancellations(&t.contract, d("2025-05-01"), &policy())
+    let executed = execute_cancellations(&t.contract, date("2025-05-01"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -453,14 +463,14 @@ fn cancel_a_line_only_when_it_is_billable() {
     let c = contract(with_lines(), "2025-03-10");
     let mut request = received("2025-03-10");
     request.line = Some("L2".into());
-    let error = cancel(&c, &request, d("2025-03-10"), &policy()).unwrap_err();
+    let error = cancel(&c, &request, date("2025-03-10"), &policy()).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'C-1' line 'L2': billable: only billable lines can be cancelled; cancel the \
          whole contract instead"
     );
     request.line = Some("L9".into());
-    let error = cancel(&c, &request, d("2025-03-10"), &policy()).unwrap_err();
+    let error = cancel(&c, &request, date("2025-03-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::UnknownLine { .. }));
 }
 
@@ -469,8 +479,8 @@ fn cancel_a_line_may_not_end_after_its_end_date() {
     let c = contract(with_lines(), "2025-03-10");
     let mut request = received("2025-03-10");
     request.line = Some("L1".into());
-    request.end_date = Some(d("2026-01-31"));
-    let error = cancel(&c, &request, d("2025-03-10"), &policy()).unwrap_err();
+    request.end_date = Some(date("2026-01-31"));
+    let error = cancel(&c, &request, date("2025-03-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::EndDateAfterEnd { .. }));
 }
 
@@ -478,10 +488,10 @@ fn cancel_a_line_may_not_end_after_its_end_date() {
 // Nexudus: "Cancelling Contracts"
 // ---------------------------------------------------------------------------------------------
 
-/// Nexudus: "if you set the cancellation date to May 15th, the member will ... lose access to
-/// your space shortly after May 14th 11:59PM". Nexudus's cancellation date is the first day
-/// without service; our `end_date` is the last day of service, inclusive (SPEC section 1). So
-/// Nexudus's cancellation date 15 May is our end date 14 May: the contract is still active on
+/// Nexudus: "if you set the cancellation date to May 15th, the member will ... lose access to your
+/// space shortly after May 14th 11:59PM". Nexudus's cancellation date is the first day without
+/// service; our `end_date` is the last day of service, inclusive (docs/rules.md, dates and zones).
+/// So Nexudus's cancellation date 15 May is our end date 14 May: the contract is still active on
 /// the 14th and the sweep for business date 15 May (just after local midnight) cancels it.
 #[test]
 fn nexudus_cancellation_date_15_may_is_our_end_date_14_may() {
@@ -491,20 +501,20 @@ fn nexudus_cancellation_date_15_may_is_our_end_date_14_may() {
     );
     let request = CancelRequest {
         override_notice: true,
-        end_date: Some(d("2025-05-14")),
+        end_date: Some(date("2025-05-14")),
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-05-01"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-01"), &policy()).unwrap();
     assert_eq!(
-        execute_cancellations(&t.contract, d("2025-05-14"), &policy()),
+        execute_cancellations(&t.contract, date("2025-05-14"), &policy()),
         Ok(None),
         "still has access all of 14 May"
     );
-    let executed = execute_cancellations(&t.contract, d("2025-05-15"), &policy())
+    let executed = execute_cancellations(&t.contract, date("2025-05-15"), &policy())
         .unwrap()
         .unwrap();
     assert_eq!(executed.contract.status, ContractStatus::Cancelled);
-    assert_eq!(executed.contract.end_date, Some(d("2025-05-14")));
+    assert_eq!(executed.contract.end_date, Some(date("2025-05-14")));
 }
 
 /// Nexudus: "if you want a member to keep access to your space until the end of the day on the
@@ -518,18 +528,18 @@ fn nexudus_keeps_access_until_the_end_of_the_15th_with_end_date_15_may() {
     );
     let request = CancelRequest {
         override_notice: true,
-        end_date: Some(d("2025-05-15")),
+        end_date: Some(date("2025-05-15")),
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-05-01"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-01"), &policy()).unwrap();
     assert_eq!(
-        execute_cancellations(&t.contract, d("2025-05-15"), &policy()),
+        execute_cancellations(&t.contract, date("2025-05-15"), &policy()),
         Ok(None)
     );
-    let executed = execute_cancellations(&t.contract, d("2025-05-16"), &policy())
+    let executed = execute_cancellations(&t.contract, date("2025-05-16"), &policy())
         .unwrap()
         .unwrap();
-    assert_eq!(executed.contract.end_date, Some(d("2025-05-15")));
+    assert_eq!(executed.contract.end_date, Some(date("2025-05-15")));
 }
 
 /// Nexudus: "Cancelling contracts on the Admin Panel overrides any notice period or minimum term
@@ -546,10 +556,10 @@ fn nexudus_immediate_cancel_overrides_notice_and_minimum_term() {
         reason: Some("moved_out".into()),
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-05-20"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-20"), &policy()).unwrap();
     assert_eq!(t.contract.status, ContractStatus::Cancelled);
-    assert_eq!(t.contract.end_date, Some(d("2025-05-20")));
-    assert_eq!(t.contract.original_end_date, Some(d("2025-12-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-05-20")));
+    assert_eq!(t.contract.original_end_date, Some(date("2025-12-31")));
     assert_eq!(t.contract.end_reason.as_deref(), Some("moved_out"));
     assert!(!t.contract.auto_extend);
     assert_eq!(t.contract.cancellation, None);
@@ -568,7 +578,7 @@ fn nexudus_cancel_and_issue_a_prorated_final_invoice() {
         final_invoice: true,
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-05-14"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-14"), &policy()).unwrap();
     let invoice = t
         .contract
         .documents
@@ -581,11 +591,11 @@ fn nexudus_cancel_and_issue_a_prorated_final_invoice() {
         .contract
         .schedules
         .iter()
-        .find(|s| s.period_start == d("2025-05-01"))
+        .find(|s| s.period_start == date("2025-05-01"))
         .unwrap();
     assert_eq!(may.status, ScheduleStatus::Billed);
     assert_eq!(may.document.as_deref(), Some("C-1-FINAL-5"));
-    assert_eq!(may.period_end, d("2025-05-14"));
+    assert_eq!(may.period_end, date("2025-05-14"));
     assert!(t
         .events
         .iter()
@@ -602,12 +612,12 @@ fn nexudus_without_proration_the_last_invoice_is_not_adjusted() {
         final_invoice: true,
         ..CancelRequest::default()
     };
-    let t = cancel(&c, &request, d("2025-05-14"), &policy()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-14"), &policy()).unwrap();
     let may = t
         .contract
         .schedules
         .iter()
-        .find(|s| s.period_start == d("2025-05-01"))
+        .find(|s| s.period_start == date("2025-05-01"))
         .unwrap();
     assert_eq!(may.amount_minor, 3100);
 }
@@ -623,12 +633,15 @@ fn revoke_clears_the_cancellation_restores_auto_extend_and_recomputes() {
         json!({"auto_extend": true, "extension_term": "1Y"}),
         "2025-10-01",
     );
-    let registered = cancel(&c, &received("2025-10-01"), d("2025-10-01"), &policy()).unwrap();
-    let t = revoke(&registered.contract, None, d("2025-10-15")).unwrap();
+    let registered = cancel(&c, &received("2025-10-01"), date("2025-10-01"), &policy()).unwrap();
+    let t = revoke(&registered.contract, None, date("2025-10-15")).unwrap();
     assert_eq!(t.contract.cancellation, None);
     assert!(t.contract.auto_extend);
-    assert_eq!(t.contract.cancellation_date, Some(d("2025-12-31")));
-    assert_eq!(t.contract.latest_cancellation_date, Some(d("2025-11-30")));
+    assert_eq!(t.contract.cancellation_date, Some(date("2025-12-31")));
+    assert_eq!(
+        t.contract.latest_cancellation_date,
+        Some(date("2025-11-30"))
+    );
     assert_eq!(t.events[0].kind, EventKind::CancellationRevoked);
     assert_eq!(t.events[0].details["end_date"], "2025-12-31");
 }
@@ -636,12 +649,12 @@ fn revoke_clears_the_cancellation_restores_auto_extend_and_recomputes() {
 #[test]
 fn revoke_without_a_pending_cancellation_is_an_error() {
     let c = contract(json!({}), "2025-10-01");
-    let error = revoke(&c, None, d("2025-10-01")).unwrap_err();
+    let error = revoke(&c, None, date("2025-10-01")).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'C-1': cancellation: no cancellation is pending, nothing to revoke"
     );
-    let error = revoke(&c, Some("L1"), d("2025-10-01")).unwrap_err();
+    let error = revoke(&c, Some("L1"), date("2025-10-01")).unwrap_err();
     assert!(matches!(error, ActionError::UnknownLine { .. }));
 }
 
@@ -650,13 +663,13 @@ fn revoke_a_line_cancellation_restores_the_line() {
     let c = contract(with_lines(), "2025-03-10");
     let mut request = received("2025-03-10");
     request.line = Some("L1".into());
-    let registered = cancel(&c, &request, d("2025-03-10"), &policy()).unwrap();
-    let t = revoke(&registered.contract, Some("L1"), d("2025-03-11")).unwrap();
+    let registered = cancel(&c, &request, date("2025-03-10"), &policy()).unwrap();
+    let t = revoke(&registered.contract, Some("L1"), date("2025-03-11")).unwrap();
     let line = t.contract.line("L1").unwrap();
     assert_eq!(line.cancellation, None);
     assert!(line.auto_extend);
     assert_eq!(t.events[0].kind, EventKind::LineCancellationRevoked);
-    let error = revoke(&t.contract, Some("L1"), d("2025-03-11")).unwrap_err();
+    let error = revoke(&t.contract, Some("L1"), date("2025-03-11")).unwrap_err();
     assert!(matches!(
         error,
         ActionError::NoPendingLineCancellation { .. }
@@ -703,7 +716,7 @@ fn billing_central(today: &str) -> Contract {
 
 fn end_at(day: &str) -> EndEarlyRequest {
     EndEarlyRequest {
-        end_date: d(day),
+        end_date: date(day),
         reason: "customer_request".into(),
         notes: Some("agreed with sales".into()),
     }
@@ -713,7 +726,7 @@ fn end_at(day: &str) -> EndEarlyRequest {
 #[test]
 fn billing_central_new_end_date_before_today_sets_status_expired() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-05"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-05"), date("2025-06-10"), &policy()).unwrap();
     assert_eq!(t.contract.status, ContractStatus::Expired);
     assert_eq!(t.contract.line("L1").unwrap().status, LineStatus::Expired);
     assert_eq!(t.contract.cancellation_date, None);
@@ -725,10 +738,10 @@ fn billing_central_new_end_date_before_today_sets_status_expired() {
 fn billing_central_new_end_date_today_or_later_stays_active_until_the_expire_job() {
     let c = billing_central("2025-06-10");
     for day in ["2025-06-10", "2025-06-30"] {
-        let t = end_early(&c, &end_at(day), d("2025-06-10"), &policy()).unwrap();
+        let t = end_early(&c, &end_at(day), date("2025-06-10"), &policy()).unwrap();
         assert_eq!(t.contract.status, ContractStatus::Active);
-        assert_eq!(expire(&t.contract, d(day)), None);
-        let expired = expire(&t.contract, d(day).succ_opt().unwrap()).unwrap();
+        assert_eq!(expire(&t.contract, date(day)), None);
+        let expired = expire(&t.contract, date(day).succ_opt().unwrap()).unwrap();
         assert_eq!(expired.contract.status, ContractStatus::Expired);
     }
 }
@@ -737,25 +750,25 @@ fn billing_central_new_end_date_today_or_later_stays_active_until_the_expire_job
 #[test]
 fn billing_central_records_the_original_end_date() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
-    assert_eq!(t.contract.original_end_date, Some(d("2025-12-31")));
-    assert_eq!(t.contract.end_date, Some(d("2025-06-30")));
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
+    assert_eq!(t.contract.original_end_date, Some(date("2025-12-31")));
+    assert_eq!(t.contract.end_date, Some(date("2025-06-30")));
     // A second early end keeps the first original end date.
     let again = end_early(
         &t.contract,
         &end_at("2025-06-20"),
-        d("2025-06-10"),
+        date("2025-06-10"),
         &policy(),
     )
     .unwrap();
-    assert_eq!(again.contract.original_end_date, Some(d("2025-12-31")));
+    assert_eq!(again.contract.original_end_date, Some(date("2025-12-31")));
 }
 
 /// "Draft renewals associated with the contract are deleted."
 #[test]
 fn billing_central_deletes_draft_renewals() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     let left: Vec<&str> = t
         .contract
         .renewals
@@ -769,7 +782,7 @@ fn billing_central_deletes_draft_renewals() {
 #[test]
 fn billing_central_deletes_change_requests_not_rejected() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     let left: Vec<&str> = t
         .contract
         .change_requests
@@ -784,7 +797,7 @@ fn billing_central_deletes_change_requests_not_rejected() {
 #[test]
 fn billing_central_deletes_draft_billing_documents() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     assert!(t
         .contract
         .documents
@@ -801,13 +814,13 @@ fn billing_central_deletes_draft_billing_documents() {
 #[test]
 fn billing_central_deletes_schedules_starting_after_the_new_end_date() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     assert_eq!(t.contract.schedules.len(), 6);
     assert!(t
         .contract
         .schedules
         .iter()
-        .all(|s| s.period_start <= d("2025-06-30")));
+        .all(|s| s.period_start <= date("2025-06-30")));
 }
 
 /// "Billing schedules in which the new end date falls have their End of Period updated to the
@@ -816,9 +829,9 @@ fn billing_central_deletes_schedules_starting_after_the_new_end_date() {
 #[test]
 fn billing_central_cuts_the_schedule_containing_the_new_end_date_and_prorates_recurring_fixed() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-20"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-20"), date("2025-06-10"), &policy()).unwrap();
     let june = &t.contract.schedules[5];
-    assert_eq!(june.period_end, d("2025-06-20"));
+    assert_eq!(june.period_end, date("2025-06-20"));
     assert_eq!(june.amount_minor, prorate(3100, 20, 30));
     assert_eq!(june.amount_minor, 2067);
 }
@@ -827,9 +840,9 @@ fn billing_central_cuts_the_schedule_containing_the_new_end_date_and_prorates_re
 fn billing_central_does_not_prorate_usage_lines_or_contracts_without_proration() {
     let mut c = billing_central("2025-06-10");
     c.proration = contractd::contract::Proration::None;
-    let t = end_early(&c, &end_at("2025-06-20"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-20"), date("2025-06-10"), &policy()).unwrap();
     assert_eq!(t.contract.schedules[5].amount_minor, 3100);
-    assert_eq!(t.contract.schedules[5].period_end, d("2025-06-20"));
+    assert_eq!(t.contract.schedules[5].period_end, date("2025-06-20"));
 }
 
 /// "If the new end date is before a contract line item's start date, that contract line item is
@@ -837,12 +850,12 @@ fn billing_central_does_not_prorate_usage_lines_or_contracts_without_proration()
 #[test]
 fn billing_central_cancels_lines_starting_after_the_new_end_date() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     assert_eq!(t.contract.line("L2").unwrap().status, LineStatus::Cancelled);
     assert_eq!(t.contract.line("L1").unwrap().status, LineStatus::Active);
     assert_eq!(
         t.contract.line("L1").unwrap().end_date,
-        Some(d("2025-06-30"))
+        Some(date("2025-06-30"))
     );
 }
 
@@ -853,7 +866,7 @@ fn billing_central_cancels_lines_starting_after_the_new_end_date() {
 #[test]
 fn billing_central_billed_schedules_beyond_the_new_end_date_need_allow_end_before_billed_to() {
     let c = billing_central("2025-06-10");
-    let error = end_early(&c, &end_at("2025-04-15"), d("2025-06-10"), &policy()).unwrap_err();
+    let error = end_early(&c, &end_at("2025-04-15"), date("2025-06-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::BilledBeyondEndDate(_)));
     let message = error.to_string();
     assert!(
@@ -862,7 +875,13 @@ fn billing_central_billed_schedules_beyond_the_new_end_date_need_allow_end_befor
     );
     assert!(message.contains("allow_end_before_billed_to"));
 
-    let t = end_early(&c, &end_at("2025-04-15"), d("2025-06-10"), &allow_billed()).unwrap();
+    let t = end_early(
+        &c,
+        &end_at("2025-04-15"),
+        date("2025-06-10"),
+        &allow_billed(),
+    )
+    .unwrap();
     let notes: Vec<_> = t
         .contract
         .documents
@@ -892,7 +911,8 @@ fn billing_central_refuses_with_a_draft_or_ready_for_review_credit_note() {
             amount_minor: 100,
             currency: "EUR".into(),
         });
-        let error = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap_err();
+        let error =
+            end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap_err();
         assert!(matches!(error, ActionError::DocumentBlocksEarlyEnd { .. }));
         assert!(error.to_string().contains("'CN-9'"));
         assert!(error
@@ -909,7 +929,7 @@ fn billing_central_refuses_with_a_draft_or_ready_for_review_credit_note() {
         amount_minor: 100,
         currency: "EUR".into(),
     });
-    assert!(end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).is_ok());
+    assert!(end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).is_ok());
 }
 
 /// Note: "... or consolidated billing documents linked to it ... regardless of whether or not
@@ -918,7 +938,7 @@ fn billing_central_refuses_with_a_draft_or_ready_for_review_credit_note() {
 fn billing_central_refuses_with_a_consolidated_document() {
     let mut c = billing_central("2025-06-10");
     c.documents[0].consolidated = true;
-    let error = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap_err();
+    let error = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap_err();
     assert!(error.to_string().contains("unconsolidate"));
 }
 
@@ -927,14 +947,14 @@ fn billing_central_refuses_with_a_consolidated_document() {
 #[test]
 fn billing_central_saves_the_reason_and_notes() {
     let c = billing_central("2025-06-10");
-    let t = end_early(&c, &end_at("2025-06-30"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-06-30"), date("2025-06-10"), &policy()).unwrap();
     assert_eq!(t.contract.end_reason.as_deref(), Some("customer_request"));
     assert_eq!(t.contract.end_notes.as_deref(), Some("agreed with sales"));
     assert_eq!(t.events[0].kind, EventKind::EndedEarly);
     assert_eq!(t.events[0].details["reason"], "customer_request");
     let mut no_reason = end_at("2025-06-30");
     no_reason.reason = "  ".into();
-    let error = end_early(&c, &no_reason, d("2025-06-10"), &policy()).unwrap_err();
+    let error = end_early(&c, &no_reason, date("2025-06-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::ReasonRequired { .. }));
 }
 
@@ -942,20 +962,23 @@ fn billing_central_saves_the_reason_and_notes() {
 fn end_early_turns_auto_extend_off_and_recomputes_the_dates() {
     let c = billing_central("2025-06-10");
     assert!(c.auto_extend);
-    let t = end_early(&c, &end_at("2025-08-31"), d("2025-06-10"), &policy()).unwrap();
+    let t = end_early(&c, &end_at("2025-08-31"), date("2025-06-10"), &policy()).unwrap();
     assert!(!t.contract.auto_extend);
-    assert_eq!(t.contract.cancellation_date, Some(d("2025-08-31")));
-    assert_eq!(t.contract.latest_cancellation_date, Some(d("2025-07-31")));
+    assert_eq!(t.contract.cancellation_date, Some(date("2025-08-31")));
+    assert_eq!(
+        t.contract.latest_cancellation_date,
+        Some(date("2025-07-31"))
+    );
 }
 
 #[test]
 fn end_early_is_refused_while_a_cancellation_is_pending() {
     let c = billing_central("2025-06-10");
-    let registered = cancel(&c, &received("2025-06-10"), d("2025-06-10"), &policy()).unwrap();
+    let registered = cancel(&c, &received("2025-06-10"), date("2025-06-10"), &policy()).unwrap();
     let error = end_early(
         &registered.contract,
         &end_at("2025-06-30"),
-        d("2025-06-10"),
+        date("2025-06-10"),
         &policy(),
     )
     .unwrap_err();
@@ -965,13 +988,13 @@ fn end_early_is_refused_while_a_cancellation_is_pending() {
 #[test]
 fn end_early_after_the_end_date_or_before_the_start_is_refused() {
     let c = billing_central("2025-06-10");
-    let error = end_early(&c, &end_at("2026-01-31"), d("2025-06-10"), &policy()).unwrap_err();
+    let error = end_early(&c, &end_at("2026-01-31"), date("2025-06-10"), &policy()).unwrap_err();
     assert_eq!(
         error.to_string(),
         "contract 'BC-1': end_date 2026-01-31 is after the current end date 2025-12-31; choose \
          an end date on or before it"
     );
-    let error = end_early(&c, &end_at("2024-12-31"), d("2025-06-10"), &policy()).unwrap_err();
+    let error = end_early(&c, &end_at("2024-12-31"), date("2025-06-10"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::EndDateBeforeStart { .. }));
 }
 
@@ -985,12 +1008,12 @@ fn cancel_immediately_is_refused_for_billed_periods_beyond_today_unless_allowed(
         immediately: true,
         ..CancelRequest::default()
     };
-    let error = cancel(&c, &request, d("2025-05-14"), &policy()).unwrap_err();
+    let error = cancel(&c, &request, date("2025-05-14"), &policy()).unwrap_err();
     assert!(matches!(error, ActionError::BilledBeyondEndDate(_)));
     assert!(error
         .to_string()
         .starts_with("contract 'C-1': schedules[4]: line 'L1' is billed on 'INV-5'"));
-    let t = cancel(&c, &request, d("2025-05-14"), &allow_billed()).unwrap();
+    let t = cancel(&c, &request, date("2025-05-14"), &allow_billed()).unwrap();
     let note = t
         .contract
         .documents

@@ -3,14 +3,11 @@
 //! a snapshot of everything an action must leave alone when it is refused or fails, field
 //! assertions that name the contract and the field, and a "poison" trigger that makes the
 //! database refuse every update of chosen contracts (on SQLite and PostgreSQL alike).
-//!
-//! Use it next to `mod support;` and the `cli` module as
-//! `#[path = "support/actions.rs"] mod actions;`.
-#![allow(dead_code)]
 
 use serde_json::Value;
 
-use crate::cli::{block_on, Backend, Outcome, TestDb};
+use crate::harness::{block_on, Outcome, TestDb};
+use crate::support::Backend;
 
 /// The `--now` instant of an action: `2025-11-22` becomes `2025-11-22T10:00:00Z` (the same
 /// date in every European and American zone); a full RFC 3339 instant is kept as it is.

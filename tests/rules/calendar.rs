@@ -1,88 +1,86 @@
-//! The worked examples of SPEC sections 2 and 4, one named test each, plus the rules around
-//! them: period parsing, auto-extension catch-up, billing periods from the anchor, proration.
+//! The worked examples of docs/rules.md sections 2 (periods) and 4 (cancellation date and
+//! deadline), one named test each, plus the rules around them: period parsing, auto-extension
+//! catch-up, billing periods from the anchor, proration.
 
-use chrono::NaiveDate;
 use contractd::calendar::{
     billing_period, extend_term, extension_end, prorate, shift, shift_back, shift_times,
     CancellationDates, CancellationTerms, CancellationWindow, Period, PeriodError, PeriodUnit,
 };
 
-fn d(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-}
+use crate::support::date;
 
 fn p(text: &str) -> Period {
     text.parse().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
-// SPEC section 2: the shift table (a "−" row is `shift_back(date, period)`).
+// docs/rules.md section 2, periods: the shift table (a "−" row is `shift_back(date, period)`).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn shift_2025_12_31_minus_1m_is_2025_11_30() {
-    assert_eq!(shift_back(d("2025-12-31"), p("1M")), d("2025-11-30"));
+    assert_eq!(shift_back(date("2025-12-31"), p("1M")), date("2025-11-30"));
 }
 
 #[test]
 fn shift_2025_12_31_minus_3m_is_2025_09_30() {
-    assert_eq!(shift_back(d("2025-12-31"), p("3M")), d("2025-09-30"));
+    assert_eq!(shift_back(date("2025-12-31"), p("3M")), date("2025-09-30"));
 }
 
 #[test]
 fn shift_2025_06_30_minus_3m_is_2025_03_31() {
     // The month-end rule: clamping alone would give 2025-03-30.
-    assert_eq!(shift_back(d("2025-06-30"), p("3M")), d("2025-03-31"));
+    assert_eq!(shift_back(date("2025-06-30"), p("3M")), date("2025-03-31"));
 }
 
 #[test]
 fn shift_2025_04_30_minus_1m_is_2025_03_31() {
-    assert_eq!(shift_back(d("2025-04-30"), p("1M")), d("2025-03-31"));
+    assert_eq!(shift_back(date("2025-04-30"), p("1M")), date("2025-03-31"));
 }
 
 #[test]
 fn shift_2025_04_29_minus_1m_is_2025_03_29() {
-    assert_eq!(shift_back(d("2025-04-29"), p("1M")), d("2025-03-29"));
+    assert_eq!(shift_back(date("2025-04-29"), p("1M")), date("2025-03-29"));
 }
 
 #[test]
 fn shift_2024_03_31_minus_1m_is_2024_02_29() {
-    assert_eq!(shift_back(d("2024-03-31"), p("1M")), d("2024-02-29"));
+    assert_eq!(shift_back(date("2024-03-31"), p("1M")), date("2024-02-29"));
 }
 
 #[test]
 fn shift_2024_01_31_plus_1m_is_2024_02_29() {
-    assert_eq!(shift(d("2024-01-31"), p("1M")), d("2024-02-29"));
+    assert_eq!(shift(date("2024-01-31"), p("1M")), date("2024-02-29"));
 }
 
 #[test]
 fn shift_2024_01_30_plus_1m_is_2024_02_29() {
-    assert_eq!(shift(d("2024-01-30"), p("1M")), d("2024-02-29"));
+    assert_eq!(shift(date("2024-01-30"), p("1M")), date("2024-02-29"));
 }
 
 #[test]
 fn shift_2024_02_29_plus_1m_is_2024_03_31() {
-    assert_eq!(shift(d("2024-02-29"), p("1M")), d("2024-03-31"));
+    assert_eq!(shift(date("2024-02-29"), p("1M")), date("2024-03-31"));
 }
 
 #[test]
 fn shift_2024_02_29_plus_1y_is_2025_02_28() {
-    assert_eq!(shift(d("2024-02-29"), p("1Y")), d("2025-02-28"));
+    assert_eq!(shift(date("2024-02-29"), p("1Y")), date("2025-02-28"));
 }
 
 #[test]
 fn shift_2027_02_28_plus_12m_is_2028_02_29() {
-    assert_eq!(shift(d("2027-02-28"), p("12M")), d("2028-02-29"));
+    assert_eq!(shift(date("2027-02-28"), p("12M")), date("2028-02-29"));
 }
 
 #[test]
 fn shift_2025_01_15_plus_1q_is_2025_04_15() {
-    assert_eq!(shift(d("2025-01-15"), p("1Q")), d("2025-04-15"));
+    assert_eq!(shift(date("2025-01-15"), p("1Q")), date("2025-04-15"));
 }
 
 #[test]
 fn shift_2025_11_22_plus_2w_is_2025_12_06() {
-    assert_eq!(shift(d("2025-11-22"), p("2W")), d("2025-12-06"));
+    assert_eq!(shift(date("2025-11-22"), p("2W")), date("2025-12-06"));
 }
 
 #[test]
@@ -103,22 +101,22 @@ fn shift_table_rows_agree_with_shift_times() {
         ("2025-01-15", "1Q", 1, "2025-04-15"),
         ("2025-11-22", "2W", 1, "2025-12-06"),
     ];
-    for (date, period, times, expected) in rows {
+    for (start, period, times, expected) in rows {
         assert_eq!(
-            shift_times(d(date), p(period), times),
-            d(expected),
-            "{date} {times} × {period}"
+            shift_times(date(start), p(period), times),
+            date(expected),
+            "{start} {times} × {period}"
         );
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// SPEC section 4: the examples with notice 1M.
+// docs/rules.md section 4, cancellation date and deadline: the examples with notice 1M.
 // ---------------------------------------------------------------------------------------------
 
 fn open_ended(window: CancellationWindow) -> CancellationTerms {
     CancellationTerms {
-        start_date: d("2024-01-01"),
+        start_date: date("2024-01-01"),
         end_date: None,
         minimum_term_end: None,
         notice_period: p("1M"),
@@ -129,8 +127,8 @@ fn open_ended(window: CancellationWindow) -> CancellationTerms {
 
 fn dates(cancellation_date: &str, latest_cancellation_date: &str) -> Option<CancellationDates> {
     Some(CancellationDates {
-        cancellation_date: d(cancellation_date),
-        latest_cancellation_date: d(latest_cancellation_date),
+        cancellation_date: date(cancellation_date),
+        latest_cancellation_date: date(latest_cancellation_date),
     })
 }
 
@@ -138,7 +136,7 @@ fn dates(cancellation_date: &str, latest_cancellation_date: &str) -> Option<Canc
 fn end_of_year_notice_1m_as_of_2025_11_22_is_c_2025_12_31_l_2025_11_30() {
     let terms = open_ended(CancellationWindow::EndOfYear);
     assert_eq!(
-        terms.dates_as_of(d("2025-11-22")),
+        terms.dates_as_of(date("2025-11-22")),
         dates("2025-12-31", "2025-11-30")
     );
 }
@@ -147,7 +145,7 @@ fn end_of_year_notice_1m_as_of_2025_11_22_is_c_2025_12_31_l_2025_11_30() {
 fn end_of_year_notice_1m_as_of_2025_12_01_is_c_2026_12_31_l_2026_11_30() {
     let terms = open_ended(CancellationWindow::EndOfYear);
     assert_eq!(
-        terms.dates_as_of(d("2025-12-01")),
+        terms.dates_as_of(date("2025-12-01")),
         dates("2026-12-31", "2026-11-30")
     );
 }
@@ -156,7 +154,7 @@ fn end_of_year_notice_1m_as_of_2025_12_01_is_c_2026_12_31_l_2026_11_30() {
 fn end_of_month_notice_1m_as_of_2025_11_22_is_c_2025_12_31_l_2025_11_30() {
     let terms = open_ended(CancellationWindow::EndOfMonth);
     assert_eq!(
-        terms.dates_as_of(d("2025-11-22")),
+        terms.dates_as_of(date("2025-11-22")),
         dates("2025-12-31", "2025-11-30")
     );
 }
@@ -165,10 +163,10 @@ fn end_of_month_notice_1m_as_of_2025_11_22_is_c_2025_12_31_l_2025_11_30() {
 fn end_of_month_deadline_for_2025_11_30_was_2025_10_31() {
     // "30 Nov is the deadline for 31 Dec; for 30 Nov it was 31 Oct."
     let terms = open_ended(CancellationWindow::EndOfMonth);
-    assert!(terms.is_possible_end_date(d("2025-11-30")));
-    assert_eq!(shift_back(d("2025-11-30"), p("1M")), d("2025-10-31"));
+    assert!(terms.is_possible_end_date(date("2025-11-30")));
+    assert_eq!(shift_back(date("2025-11-30"), p("1M")), date("2025-10-31"));
     assert_eq!(
-        terms.dates_as_of(d("2025-10-31")),
+        terms.dates_as_of(date("2025-10-31")),
         dates("2025-11-30", "2025-10-31")
     );
 }
@@ -177,7 +175,7 @@ fn end_of_month_deadline_for_2025_11_30_was_2025_10_31() {
 fn end_of_year_on_the_deadline_itself_is_still_in_time() {
     let terms = open_ended(CancellationWindow::EndOfYear);
     assert_eq!(
-        terms.dates_as_of(d("2025-11-30")),
+        terms.dates_as_of(date("2025-11-30")),
         dates("2025-12-31", "2025-11-30")
     );
 }
@@ -185,14 +183,14 @@ fn end_of_year_on_the_deadline_itself_is_still_in_time() {
 #[test]
 fn fixed_term_without_extension_has_no_dates_after_its_last_deadline() {
     let terms = CancellationTerms {
-        end_date: Some(d("2025-12-31")),
+        end_date: Some(date("2025-12-31")),
         ..open_ended(CancellationWindow::EndOfYear)
     };
     assert_eq!(
-        terms.dates_as_of(d("2025-11-30")),
+        terms.dates_as_of(date("2025-11-30")),
         dates("2025-12-31", "2025-11-30")
     );
-    assert_eq!(terms.dates_as_of(d("2025-12-01")), None);
+    assert_eq!(terms.dates_as_of(date("2025-12-01")), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,24 +262,24 @@ fn period_errors_name_the_text() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Auto-extension (SPEC section 5.2).
+// Auto-extension (docs/rules.md section 5, the daily jobs).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn extension_is_due_the_day_after_the_deadline() {
-    let on_deadline = extend_term(d("2025-12-31"), p("1M"), p("1Y"), d("2025-11-30"));
-    assert_eq!(on_deadline.end_date, d("2025-12-31"));
+    let on_deadline = extend_term(date("2025-12-31"), p("1M"), p("1Y"), date("2025-11-30"));
+    assert_eq!(on_deadline.end_date, date("2025-12-31"));
     assert_eq!(on_deadline.terms_added, 0);
-    let after = extend_term(d("2025-12-31"), p("1M"), p("1Y"), d("2025-12-01"));
-    assert_eq!(after.end_date, d("2026-12-31"));
+    let after = extend_term(date("2025-12-31"), p("1M"), p("1Y"), date("2025-12-01"));
+    assert_eq!(after.end_date, date("2026-12-31"));
     assert_eq!(after.terms_added, 1);
 }
 
 #[test]
 fn extension_catches_up_several_missed_terms_in_one_call() {
     // The sweeps of three years were missed: 2025, 2026 and 2027 deadlines all passed.
-    let extended = extend_term(d("2025-12-31"), p("1M"), p("1Y"), d("2028-01-10"));
-    assert_eq!(extended.end_date, d("2028-12-31"));
+    let extended = extend_term(date("2025-12-31"), p("1M"), p("1Y"), date("2028-01-10"));
+    assert_eq!(extended.end_date, date("2028-12-31"));
     assert_eq!(extended.terms_added, 3);
 }
 
@@ -289,57 +287,62 @@ fn extension_catches_up_several_missed_terms_in_one_call() {
 fn extension_catch_up_equals_daily_sweeps_across_month_ends() {
     // 2025-01-30 monthly, notice 0D: daily sweeps give 28 Feb, then (month-end rule) 31 Mar,
     // 30 Apr, 31 May; one sweep after four months of downtime must give the same.
-    let mut daily = d("2025-01-30");
-    for day in d("2025-01-31")
+    let mut daily = date("2025-01-30");
+    for day in date("2025-01-31")
         .iter_days()
-        .take_while(|&day| day <= d("2025-05-20"))
+        .take_while(|&day| day <= date("2025-05-20"))
     {
         daily = extend_term(daily, Period::NONE, p("1M"), day).end_date;
     }
-    let once = extend_term(d("2025-01-30"), Period::NONE, p("1M"), d("2025-05-20"));
-    assert_eq!(daily, d("2025-05-31"));
+    let once = extend_term(
+        date("2025-01-30"),
+        Period::NONE,
+        p("1M"),
+        date("2025-05-20"),
+    );
+    assert_eq!(daily, date("2025-05-31"));
     assert_eq!(once.end_date, daily);
     assert_eq!(once.terms_added, 4);
-    assert_eq!(extension_end(d("2025-01-30"), p("1M"), 4), daily);
+    assert_eq!(extension_end(date("2025-01-30"), p("1M"), 4), daily);
 }
 
 #[test]
 fn extension_with_notice_longer_than_the_term_adds_terms_until_the_deadline_is_ahead() {
     // Notice 3M, term 1M: on 2025-01-05 the end must lie beyond 2025-04-05.
-    let extended = extend_term(d("2024-12-31"), p("3M"), p("1M"), d("2025-01-05"));
-    assert_eq!(extended.end_date, d("2025-04-30"));
+    let extended = extend_term(date("2024-12-31"), p("3M"), p("1M"), date("2025-01-05"));
+    assert_eq!(extended.end_date, date("2025-04-30"));
     assert_eq!(extended.terms_added, 4);
-    assert!(shift_back(extended.end_date, p("3M")) >= d("2025-01-05"));
+    assert!(shift_back(extended.end_date, p("3M")) >= date("2025-01-05"));
 }
 
 #[test]
 fn extension_by_a_zero_term_never_extends() {
-    let extended = extend_term(d("2025-12-31"), p("1M"), p("0M"), d("2027-01-01"));
-    assert_eq!(extended.end_date, d("2025-12-31"));
+    let extended = extend_term(date("2025-12-31"), p("1M"), p("0M"), date("2027-01-01"));
+    assert_eq!(extended.end_date, date("2025-12-31"));
     assert_eq!(extended.terms_added, 0);
 }
 
 #[test]
 fn extended_end_dates_are_possible_end_dates_of_the_auto_extending_contract() {
     let terms = CancellationTerms {
-        start_date: d("2025-01-01"),
-        end_date: Some(d("2025-12-31")),
+        start_date: date("2025-01-01"),
+        end_date: Some(date("2025-12-31")),
         minimum_term_end: None,
         notice_period: p("1M"),
         window: CancellationWindow::EndOfTerm,
         extension_term: Some(p("1Y")),
     };
-    assert!(terms.is_possible_end_date(d("2026-12-31")));
-    assert!(terms.is_possible_end_date(d("2030-12-31")));
-    assert!(!terms.is_possible_end_date(d("2026-06-30")));
+    assert!(terms.is_possible_end_date(date("2026-12-31")));
+    assert!(terms.is_possible_end_date(date("2030-12-31")));
+    assert!(!terms.is_possible_end_date(date("2026-06-30")));
     assert_eq!(
-        terms.dates_as_of(d("2027-12-01")),
+        terms.dates_as_of(date("2027-12-01")),
         dates("2028-12-31", "2028-11-30")
     );
 }
 
 // ---------------------------------------------------------------------------------------------
-// Billing periods from the anchor (SPEC section 2).
+// Billing periods from the anchor (docs/rules.md section 2, periods).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -353,8 +356,12 @@ fn billing_monthly_from_31_jan_2024_follows_the_month_ends() {
         ("2024-05-31", "2024-06-29"),
     ];
     for (k, (start, end)) in expected.into_iter().enumerate() {
-        let period = billing_period(d("2024-01-31"), month, k as i64);
-        assert_eq!((period.start, period.end), (d(start), d(end)), "period {k}");
+        let period = billing_period(date("2024-01-31"), month, k as i64);
+        assert_eq!(
+            (period.start, period.end),
+            (date(start), date(end)),
+            "period {k}"
+        );
     }
 }
 
@@ -362,25 +369,28 @@ fn billing_monthly_from_31_jan_2024_follows_the_month_ends() {
 fn billing_monthly_from_31_jan_2025_first_period_ends_27_feb() {
     // In a common year the second period starts on 28 Feb (the month end), so the first one
     // ends the day before.
-    let first = billing_period(d("2025-01-31"), p("1M"), 0);
-    assert_eq!((first.start, first.end), (d("2025-01-31"), d("2025-02-27")));
-    let second = billing_period(d("2025-01-31"), p("1M"), 1);
+    let first = billing_period(date("2025-01-31"), p("1M"), 0);
+    assert_eq!(
+        (first.start, first.end),
+        (date("2025-01-31"), date("2025-02-27"))
+    );
+    let second = billing_period(date("2025-01-31"), p("1M"), 1);
     assert_eq!(
         (second.start, second.end),
-        (d("2025-02-28"), d("2025-03-30"))
+        (date("2025-02-28"), date("2025-03-30"))
     );
 }
 
 #[test]
 fn billing_monthly_from_30_jan_does_not_drift() {
     // Step by step, 30 Jan → 29 Feb → 31 Mar would drift; from the anchor it is 30 Mar.
-    let third = billing_period(d("2024-01-30"), p("1M"), 2);
-    assert_eq!(third.start, d("2024-03-30"));
-    let later = billing_period(d("2024-01-30"), p("1M"), 13);
-    assert_eq!(later.start, d("2025-02-28"));
+    let third = billing_period(date("2024-01-30"), p("1M"), 2);
+    assert_eq!(third.start, date("2024-03-30"));
+    let later = billing_period(date("2024-01-30"), p("1M"), 13);
+    assert_eq!(later.start, date("2025-02-28"));
     assert_eq!(
-        billing_period(d("2024-01-30"), p("1M"), 14).start,
-        d("2025-03-30")
+        billing_period(date("2024-01-30"), p("1M"), 14).start,
+        date("2025-03-30")
     );
 }
 
@@ -395,9 +405,9 @@ fn billing_period_k_starts_at_shift_times_of_the_anchor() {
         ("2025-03-17", "10D"),
     ] {
         for k in 0..120 {
-            let billed = billing_period(d(anchor), p(period), k);
-            let next = billing_period(d(anchor), p(period), k + 1);
-            assert_eq!(billed.start, shift_times(d(anchor), p(period), k));
+            let billed = billing_period(date(anchor), p(period), k);
+            let next = billing_period(date(anchor), p(period), k + 1);
+            assert_eq!(billed.start, shift_times(date(anchor), p(period), k));
             assert_eq!(billed.end.succ_opt().unwrap(), next.start);
             assert_eq!(billed.days(), (next.start - billed.start).num_days());
         }
@@ -405,7 +415,7 @@ fn billing_period_k_starts_at_shift_times_of_the_anchor() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Proration (SPEC section 6): round half away from zero on minor units.
+// Proration (docs/rules.md, billing effects): round half away from zero on minor units.
 // ---------------------------------------------------------------------------------------------
 
 #[test]

@@ -4,47 +4,44 @@
 //! skipped by a sweep and reported by export. Every test runs on SQLite and PostgreSQL,
 //! each on a brand-new database.
 
-mod support;
-
-#[macro_use]
-#[path = "support/cli.rs"]
-mod cli;
-
 use std::collections::BTreeSet;
 
-use cli::{changed, example_contracts, jsonl, minimal, remove, rich, with_line, Backend, TestDb};
+use crate::harness::{changed, example_contracts, jsonl, minimal, remove, rich, with_line, TestDb};
+use crate::support::Backend;
 use serde_json::{json, Value};
 
-backend_tests! {
-    each_bad_record_is_refused_naming_line_ref_and_field,
-    duplicate_ref_in_the_file_names_both_lines,
-    duplicate_ref_of_an_invalid_record_is_reported_too,
-    duplicate_ref_against_the_database_writes_nothing,
-    ref_of_64_characters_is_accepted,
-    ref_with_a_control_character_is_refused_and_escaped,
-    invalid_utf8_is_reported_with_its_line,
-    byte_order_mark_and_crlf_line_ends_are_accepted,
-    import_reads_standard_input,
-    json_errors_give_the_column_not_a_second_line_number,
-    empty_file_is_refused,
-    missing_file_is_refused,
-    one_bad_record_spoils_the_whole_file,
-    ten_thousand_records_with_a_hundred_bad_ones,
-    export_import_export_is_byte_identical,
-    computed_fields_in_the_file_are_ignored,
-    initial_term_gives_the_end_date,
-    defaults_are_applied,
-    export_by_ref,
-    export_of_an_unknown_ref_prints_nothing,
-    show_prints_the_contract_as_json,
-    history_lists_the_imported_event,
-    runs_lists_the_ledger_after_a_run,
-    invalid_row_is_skipped_by_the_sweep_and_reported_by_export,
+crate::both_databases! {
+    backend: [
+        each_bad_record_is_refused_naming_line_ref_and_field,
+        duplicate_ref_in_the_file_names_both_lines,
+        duplicate_ref_of_an_invalid_record_is_reported_too,
+        duplicate_ref_against_the_database_writes_nothing,
+        ref_of_64_characters_is_accepted,
+        ref_with_a_control_character_is_refused_and_escaped,
+        invalid_utf8_is_reported_with_its_line,
+        byte_order_mark_and_crlf_line_ends_are_accepted,
+        import_reads_standard_input,
+        json_errors_give_the_column_not_a_second_line_number,
+        empty_file_is_refused,
+        missing_file_is_refused,
+        one_bad_record_spoils_the_whole_file,
+        ten_thousand_records_with_a_hundred_bad_ones,
+        export_import_export_is_byte_identical,
+        computed_fields_in_the_file_are_ignored,
+        initial_term_gives_the_end_date,
+        defaults_are_applied,
+        export_by_ref,
+        export_of_an_unknown_ref_prints_nothing,
+        show_prints_the_contract_as_json,
+        history_lists_the_imported_event,
+        runs_lists_the_ledger_after_a_run,
+        invalid_row_is_skipped_by_the_sweep_and_reported_by_export,
+    ],
 }
 
 /// Import `records` (given as text lines) into a fresh database: exit 3, nothing written.
 /// Returns the outcome for the caller to check the messages.
-fn refused(db: &TestDb, text: &str) -> cli::Outcome {
+fn refused(db: &TestDb, text: &str) -> crate::harness::Outcome {
     let outcome = db.import_text(text);
     outcome
         .expect_code(3)
@@ -69,7 +66,8 @@ fn case(name: &'static str, record: Value, needles: &'static [&'static str]) -> 
     }
 }
 
-/// Every rule of SPEC section 3 broken once, plus syntax and type errors.
+/// Every rule of docs/rules.md section 3 (the contract record) broken once, plus syntax and type
+/// errors.
 fn bad_cases() -> Vec<BadCase> {
     let truncated = {
         let full = minimal("CUT").to_string();
@@ -452,7 +450,7 @@ fn import_reads_standard_input(backend: Backend) {
     let text = jsonl(&[minimal("STDIN-1"), rich(4)]);
     let path = db.write_file("stdin.jsonl", &text);
     command.stdin(std::fs::File::open(path).expect("open"));
-    let outcome = cli::run_command(command);
+    let outcome = crate::harness::run_command(command);
     outcome.expect_code(0);
     assert_eq!(db.export_ok(&[]).exported_refs(), ["STDIN-1", "GEN-004"]);
 }
@@ -588,7 +586,8 @@ fn seeded(backend: Backend) -> (TestDb, String) {
     (db, export.stdout)
 }
 
-/// Every key of SPEC section 3, computed ones included, is in each exported record.
+/// Every key of docs/rules.md section 3 (the contract record), computed ones included, is in each
+/// exported record.
 const EXPORTED_KEYS: [&str; 24] = [
     "ref",
     "customer",
@@ -908,7 +907,7 @@ fn invalid_row_is_skipped_by_the_sweep_and_reported_by_export(backend: Backend) 
         ending("OK-2"),
         minimal("EVERGREEN"),
     ]);
-    let changed_rows = cli::block_on(
+    let changed_rows = crate::harness::block_on(
         db.raw()
             .execute("UPDATE contracts SET notice_period = '5X' WHERE ref = 'BROKEN'"),
     );

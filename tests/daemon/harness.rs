@@ -1,26 +1,35 @@
 //! Helpers for the daemon tests: spawn the real `contractd` binary (`serve` and the other
 //! commands), read its JSON logs, talk to its HTTP endpoints, send it signals, generate
 //! contracts, read the database directly, and run a private PostgreSQL cluster.
-//!
-//! Use it from a test file with
-//! ```ignore
-//! mod support;
-//! #[path = "support/daemon.rs"]
-//! mod daemon;
-//! ```
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, Row, SqliteConnection};
+
+/// Shared by the tests that may run alongside each other, taken alone by the others.
+static MACHINE: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+/// The tests of this binary run in parallel threads, and most of them assert how soon the
+/// daemon reacts. One that keeps the machine busy for a while (thousands of contracts, several
+/// processes, a PostgreSQL cluster of its own) runs alone: it holds this for its whole run,
+/// which waits until no other test of the binary runs and keeps the others waiting.
+pub async fn machine_alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// What a light test holds for its whole run: it runs alongside the other light tests, never
+/// alongside one that holds [`machine_alone`].
+pub async fn machine_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
 
 /// The binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_contractd");
@@ -95,18 +104,6 @@ pub fn export(database_url: &str) -> Vec<String> {
     contractd_ok(database_url, &["export"], &[])
         .lines()
         .map(str::to_string)
-        .collect()
-}
-
-/// The contracts as exported, by ref.
-pub fn export_by_ref(database_url: &str) -> BTreeMap<String, Value> {
-    export(database_url)
-        .iter()
-        .map(|line| {
-            let value: Value = serde_json::from_str(line).expect("export line is JSON");
-            let reference = value["ref"].as_str().unwrap_or_default().to_string();
-            (reference, value)
-        })
         .collect()
 }
 

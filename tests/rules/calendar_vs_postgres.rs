@@ -15,17 +15,18 @@ use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use crate::support::{date, postgres_admin_url, DEFAULT_POSTGRES_URL};
+
 const SEED: u64 = 0x00C0_FFEE_2025;
 const PAIRS: usize = 150_000;
 const BATCH: usize = 25_000;
 
 async fn pool() -> PgPool {
-    let url = std::env::var("CONTRACTD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let url = postgres_admin_url();
     let unreachable = |error: sqlx::Error| -> ! {
         panic!(
             "PostgreSQL must be reachable for this test \
-             (CONTRACTD_TEST_POSTGRES_URL, default {DEFAULT_URL}): {error}"
+             (CONTRACTD_TEST_POSTGRES_URL, default {DEFAULT_POSTGRES_URL}): {error}"
         )
     };
     // One direct connection first: it reports why (refused, auth…) where a pool only times out.
@@ -216,7 +217,6 @@ async fn postgres_differs_only_by_the_month_end_rule() {
     // The cases the differential leaves out do differ, so leaving them out is necessary, and
     // the comparison above is not vacuous.
     let pool = pool().await;
-    let date = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
     let p = |text: &str| text.parse::<Period>().unwrap();
     let month_ends = [
         Case {

@@ -1,10 +1,6 @@
 //! Helpers for the tests that drive the real `contractd` binary: a brand-new database per
 //! test on either backend, running the binary against it with chosen arguments and
 //! environment, the captured outcome, and generated contract records.
-//!
-//! Use it next to `mod support;` as
-//! `#[macro_use] #[path = "support/cli.rs"] mod cli;`.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -18,45 +14,13 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
-use crate::support::{drop_postgres, fresh_postgres_url, sqlite_url, RawDb};
+use crate::support::{date, drop_postgres, fresh_postgres_url, sqlite_url, Backend, RawDb};
 
 /// The binary under test (a debug build).
 pub const BINARY: &str = env!("CARGO_BIN_EXE_contractd");
 
 /// No command of these tests may take longer than this; a hung binary fails the test.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Instantiate each listed `fn name(backend: Backend)` as a `#[test]` once per backend, in
-/// the modules `sqlite` and `postgres`.
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::cli::Backend::Sqlite);
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::cli::Backend::Postgres);
-                }
-            )*
-        }
-    };
-}
-
-/// Which database a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file in the test's temporary directory.
-    Sqlite,
-    /// A brand-new database on the PostgreSQL test server, dropped afterwards.
-    Postgres,
-}
 
 /// Run a future to completion on a small runtime of its own (the tests themselves are
 /// synchronous: they spawn processes).
@@ -509,10 +473,6 @@ pub fn changed(mut record: Value, changes: &[(&str, Value)]) -> Value {
         set(&mut record, pointer, value.clone());
     }
     record
-}
-
-fn date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
 }
 
 fn plus_days(start: NaiveDate, days: u64) -> String {

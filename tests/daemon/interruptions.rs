@@ -2,18 +2,14 @@
 //! batch in flight commits, exit 0 within 10 s, the next start finishes the run) and by
 //! kill -9 at random points (the final state equals an uninterrupted run's). SQLite.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use rand::Rng;
 
-use daemon::{
+use crate::harness::{
     contractd_ok, copy_sqlite, duplicate_transitions, events, expiring, export, import,
-    mixed_contract, scalar, sqlite_url_in, wait_all_done, Daemon, DaemonOptions,
+    machine_alone, mixed_contract, scalar, sqlite_url_in, wait_all_done, Daemon, DaemonOptions,
 };
 
 /// The simulated business date: far from today, nowhere near a midnight in the test zones
@@ -39,6 +35,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// change), the run released; the next start finishes it, each contract expired once.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_a_long_sweep_commits_whole_batches_and_resumes() {
+    let _machine = machine_alone().await;
     const CONTRACTS: i64 = 20_000;
     const BATCH: i64 = 200;
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -204,6 +201,7 @@ async fn sigterm_during_a_long_sweep_commits_whole_batches_and_resumes() {
 /// an uninterrupted run on a copy of the same data, with no event twice and none missing.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_points_ends_like_an_uninterrupted_run() {
+    let _machine = machine_alone().await;
     const CONTRACTS: usize = 4_000;
     let zones = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -2,29 +2,26 @@
 //! (checked by promtool), systemd notifications, SIGHUP reload, and readiness without
 //! migrations. Every test spawns the real binary on its own SQLite database.
 
-#[path = "support/daemon.rs"]
-mod daemon;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
-use daemon::{
-    contractd_ok, expiring, import, local_midnight, promtool_check_metrics, scalar, sqlite_url_in,
-    Daemon, DaemonOptions, NotifySocket,
+use crate::harness::{
+    contractd_ok, expiring, import, local_midnight, machine_shared, promtool_check_metrics, scalar,
+    sqlite_url_in, Daemon, DaemonOptions, NotifySocket,
 };
+use chrono::{NaiveDate, Utc};
 
 /// A business date far from today, so nothing but the rehearsed midnight matters.
 fn rehearsal_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2031, 3, 14).expect("date")
 }
 
-/// SPEC 7: a contract whose end date is the day before is expired within 2 s after its
-/// zone's local midnight, and not before. The daemon's clock starts 3 s before Kiritimati's
-/// midnight (`serve --now`); a Berlin contract with the same end date must not move, since
-/// Berlin is still on the earlier day.
+/// docs/rules.md, the daily jobs: a contract whose end date is the day before is expired within 2 s
+/// after its zone's local midnight, and not before. The daemon's clock starts 3 s before
+/// Kiritimati's midnight (`serve --now`); a Berlin contract with the same end date must not move,
+/// since Berlin is still on the earlier day.
 #[tokio::test(flavor = "multi_thread")]
 async fn midnight_transition_within_two_seconds() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let date = rehearsal_date();
@@ -107,6 +104,7 @@ async fn midnight_transition_within_two_seconds() {
 /// followed: READY=1, WATCHDOG=1 while ticking, STOPPING=1 on SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn endpoints_metrics_and_systemd_notifications() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let date = rehearsal_date();
@@ -232,6 +230,7 @@ async fn endpoints_metrics_and_systemd_notifications() {
 /// the old one.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_log_level_and_tick() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     import(
@@ -360,6 +359,7 @@ async fn sighup_reloads_log_level_and_tick() {
 /// Without migrations the daemon runs but is not ready; once migrated it is.
 #[tokio::test(flavor = "multi_thread")]
 async fn not_ready_until_migrated() {
+    let _machine = machine_shared().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = sqlite_url_in(dir.path(), "t.db");
     let mut daemon = Daemon::start(
