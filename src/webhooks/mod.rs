@@ -13,6 +13,7 @@
 
 mod backoff;
 mod envelope;
+mod http;
 mod secret;
 mod signature;
 
@@ -21,6 +22,7 @@ pub use envelope::{
     envelope, event_type, feed_line, known_event_types, known_kinds, rfc3339_ms, stored_kind,
     TYPE_PREFIX,
 };
+pub use http::{SendResult, Sender, Verdict, MAX_RESPONSE_BYTES};
 pub use secret::{SecretError, SecretString, SigningKey, SECRET_PREFIX};
 pub use signature::sign;
 
