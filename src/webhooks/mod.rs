@@ -12,12 +12,21 @@
 //! logged: logs and metrics name endpoints by their configured name.
 
 mod backoff;
+mod delivery;
 mod envelope;
 mod http;
 mod secret;
 mod signature;
+mod worker;
+
+#[cfg(test)]
+mod memory;
 
 pub use backoff::{Backoff, Jitter, RandomJitter};
+pub use delivery::{
+    deliver_due, AttemptObserver, AttemptOutcome, DeliveryReport, Endpoint, FailedDelivery,
+    NoObserver, OutcomeKind, SetupError, Webhooks, FAN_OUT_LIMIT, IN_FLIGHT, LEASE_MARGIN_MS,
+};
 pub use envelope::{
     envelope, event_type, feed_line, known_event_types, known_kinds, rfc3339_ms, stored_kind,
     TYPE_PREFIX,
@@ -25,6 +34,7 @@ pub use envelope::{
 pub use http::{SendResult, Sender, Verdict, MAX_RESPONSE_BYTES};
 pub use secret::{SecretError, SecretString, SigningKey, SECRET_PREFIX};
 pub use signature::sign;
+pub use worker::run_worker;
 
 /// A URL as it may be shown to people: user name and password replaced by `***`, the query
 /// and fragment dropped (webhook URLs often carry tokens there). Logs name endpoints by
