@@ -19,6 +19,7 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 pub mod transfer;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tidy;
