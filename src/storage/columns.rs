@@ -28,6 +28,9 @@ pub(crate) enum SqlType {
     Bool,
     /// A JSON document, read back as text on both dialects.
     Json,
+    /// The id of the transaction that wrote a row (PostgreSQL's `xid8`), read back as a
+    /// 64-bit integer; SQLite has none and reads 0.
+    Transaction,
 }
 
 /// A column of a table: its name (what the decoders read it by) and how it is stored.
@@ -46,7 +49,7 @@ impl Column {
     }
 }
 
-use SqlType::{Bool, Date, Integer, Json, Text};
+use SqlType::{Bool, Date, Integer, Json, Text, Transaction};
 
 /// The contract columns no write sets, read before [`ContractColumn::ALL`]'s.
 const CONTRACT_KEY_COLUMNS: [Column; 3] = [
@@ -133,6 +136,74 @@ pub(crate) const EVENT_COLUMNS: [Column; 8] = [
     Column::new("recorded_at_ms", Integer),
 ];
 
+/// `contract_events`, as the feed and the webhooks carry them. `tx_id` is the transaction of
+/// the event's feed position (see [`Dialect::transaction_as_integer`]); the first four are
+/// what fan-out reads ([`FEED_ENTRY_COLUMNS`]), the first two the position.
+pub(crate) const FEED_COLUMNS: [Column; 10] = [
+    Column::new("tx_id", Transaction),
+    Column::new("id", Integer),
+    Column::new("contract_id", Integer),
+    Column::new("kind", Text),
+    Column::new("contract_ref", Text),
+    Column::new("effective_on", Date),
+    Column::new("line_ref", Text),
+    Column::new("details", Json),
+    Column::new("contract_record", Json),
+    Column::new("recorded_at_ms", Integer),
+];
+
+/// An event's feed position.
+pub(crate) const FEED_POSITION_COLUMNS: &[Column] = FEED_COLUMNS.split_at(2).0;
+
+/// What fan-out needs of an event: its position, contract and kind.
+pub(crate) const FEED_ENTRY_COLUMNS: &[Column] = FEED_COLUMNS.split_at(4).0;
+
+/// `webhook_endpoints`: an endpoint's feed cursor.
+pub(crate) const CURSOR_COLUMNS: [Column; 2] = [
+    Column::new("cursor_tx", Integer),
+    Column::new("cursor_id", Integer),
+];
+
+/// `webhook_endpoints`, as its state is listed.
+pub(crate) const ENDPOINT_COLUMNS: [Column; 3] = [
+    Column::new("name", Text),
+    Column::new("disabled_at_ms", Integer),
+    Column::new("disabled_reason", Text),
+];
+
+/// `webhook_deliveries`, as a claim returns them (the event is read apart).
+pub(crate) const CLAIMED_COLUMNS: [Column; 4] = [
+    Column::new("id", Integer),
+    Column::new("endpoint", Text),
+    Column::new("attempts", Integer),
+    Column::new("event_id", Integer),
+];
+
+/// `webhook_deliveries`, as listed for people, with [`DELIVERY_EVENT_COLUMNS`].
+pub(crate) const DELIVERY_COLUMNS: [Column; 9] = [
+    Column::new("id", Integer),
+    Column::new("endpoint", Text),
+    Column::new("event_id", Integer),
+    Column::new("status", Text),
+    Column::new("attempts", Integer),
+    Column::new("last_status", Integer),
+    Column::new("last_error", Text),
+    Column::new("last_attempt_ms", Integer),
+    Column::new("next_attempt_ms", Integer),
+];
+
+/// `contract_events`, what a listed delivery shows of its event.
+pub(crate) const DELIVERY_EVENT_COLUMNS: [Column; 2] =
+    [Column::new("kind", Text), Column::new("contract_ref", Text)];
+
+/// The names the backlog of an endpoint is computed under (aggregates, not stored columns).
+pub(crate) const BACKLOG_COLUMNS: [Column; 4] = [
+    Column::new("endpoint", Text),
+    Column::new("pending", Integer),
+    Column::new("oldest_pending_recorded_ms", Integer),
+    Column::new("failed", Integer),
+];
+
 /// `job_runs`, as listed; the first three are the run's key.
 pub(crate) const RUN_COLUMNS: [Column; 14] = [
     Column::new("job", Text),
@@ -177,14 +248,24 @@ pub(crate) trait Dialect {
 
     /// A JSON column as text.
     fn json_as_text(column: &str) -> Cow<'_, str>;
+
+    /// A transaction id column as a 64-bit integer.
+    fn transaction_as_integer(column: &str) -> Cow<'_, str>;
 }
 
 /// `column` in a select list, read under the name `alias`.
 pub(crate) fn select_item<D: Dialect>(column: Column, alias: &str) -> String {
-    let expression = match column.sql_type {
-        Date => D::date_as_text(column.name),
-        Json => D::json_as_text(column.name),
-        Integer | Text | Bool => Cow::Borrowed(column.name),
+    expression_as::<D>(column.sql_type, column.name, alias)
+}
+
+/// The column or expression `expression` of type `sql_type` in a select list, as the
+/// decoders read that type, under the name `alias`.
+fn expression_as<D: Dialect>(sql_type: SqlType, expression: &str, alias: &str) -> String {
+    let expression = match sql_type {
+        Date => D::date_as_text(expression),
+        Json => D::json_as_text(expression),
+        Transaction => D::transaction_as_integer(expression),
+        Integer | Text | Bool => Cow::Borrowed(expression),
     };
     if expression == alias {
         expression.into_owned()
@@ -198,6 +279,22 @@ pub(crate) fn select_list<D: Dialect>(columns: impl IntoIterator<Item = Column>)
     columns
         .into_iter()
         .map(|column| select_item::<D>(column, column.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A select list of `columns` of the table (or alias) `table`, each read under its own
+/// name: for statements joining tables whose column names overlap.
+pub(crate) fn qualified_select_list<D: Dialect>(
+    table: &str,
+    columns: impl IntoIterator<Item = Column>,
+) -> String {
+    columns
+        .into_iter()
+        .map(|column| {
+            let qualified = format!("{table}.{}", column.name);
+            expression_as::<D>(column.sql_type, &qualified, column.name)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -630,6 +727,10 @@ mod tests {
 
         fn json_as_text(column: &str) -> Cow<'_, str> {
             Cow::Owned(format!("{column}::text"))
+        }
+
+        fn transaction_as_integer(column: &str) -> Cow<'_, str> {
+            Cow::Owned(format!("{column}::text::bigint"))
         }
     }
 

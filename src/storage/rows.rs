@@ -13,7 +13,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use super::columns::{ChildTable, DUE};
 use super::shared::run_status;
 use super::{
-    BatchCursor, LoadedContract, RunClaim, RunCounts, RunKey, RunRecord, StorageError, StoredEvent,
+    Backlog, BatchCursor, DeliveryRecord, DeliveryStatus, EndpointState, FeedEvent, FeedPosition,
+    LoadedContract, RunClaim, RunCounts, RunKey, RunRecord, StorageError, StoredEvent,
 };
 use crate::contract::record::{
     parse_date, CancellationRecord, ContractRecord, DocumentRecord, LineRecord, ParseDefaults,
@@ -454,5 +455,157 @@ pub(crate) fn run_claim(row: &impl StoredRow, key: &RunKey) -> Result<RunClaim, 
         },
         counts: run_counts(row)?,
         attempts: row.integer("attempts")?,
+    })
+}
+
+/// A stored JSON document as text: the document, or the text as a JSON string when another
+/// system stored something that is not JSON (as [`event`] does with details).
+fn json_value(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+/// The feed position of a `contract_events` row (`tx_id`, `id`).
+pub(crate) fn feed_position(row: &impl StoredRow) -> Result<FeedPosition, sqlx::Error> {
+    Ok(FeedPosition {
+        transaction: row.integer("tx_id")?,
+        id: row.integer("id")?,
+    })
+}
+
+/// What fan-out needs of a feed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FeedEntry {
+    /// Where it stands in the feed: the endpoint's cursor moves past it.
+    pub position: FeedPosition,
+    /// Its contract, stored with the delivery for the per-contract order.
+    pub contract_id: i64,
+    /// Its kind, matched against the subscription.
+    pub kind: String,
+}
+
+/// A feed row as fan-out reads it ([`super::columns::FEED_ENTRY_COLUMNS`]).
+pub(crate) fn feed_entry(row: &impl StoredRow) -> Result<FeedEntry, sqlx::Error> {
+    Ok(FeedEntry {
+        position: feed_position(row)?,
+        contract_id: row.integer("contract_id")?,
+        kind: row.text("kind")?,
+    })
+}
+
+/// A feed row ([`super::columns::FEED_COLUMNS`]). A date that is not one is an error naming
+/// the row, as in [`event`]: a webhook must not carry a made-up date.
+pub(crate) fn feed_event(row: &impl StoredRow) -> Result<FeedEvent, StorageError> {
+    let position = feed_position(row)?;
+    let contract_ref = row.text("contract_ref")?;
+    let effective_on = row.text("effective_on")?;
+    let Some(date) = parse_date(&effective_on) else {
+        return Err(StorageError::InvalidValue {
+            table: "contract_events",
+            column: "effective_on",
+            row: format!("id {} (contract '{contract_ref}')", position.id),
+            value: effective_on,
+        });
+    };
+    Ok(FeedEvent {
+        position,
+        contract_id: row.integer("contract_id")?,
+        contract_ref,
+        kind: row.text("kind")?,
+        effective_on: date,
+        line_ref: row.optional_text("line_ref")?,
+        details: json_value(row.text("details")?),
+        contract: row.optional_text("contract_record")?.map(json_value),
+        recorded_at_ms: row.integer("recorded_at_ms")?,
+    })
+}
+
+/// An endpoint's feed cursor ([`super::columns::CURSOR_COLUMNS`]).
+pub(crate) fn cursor(row: &impl StoredRow) -> Result<FeedPosition, sqlx::Error> {
+    Ok(FeedPosition {
+        transaction: row.integer("cursor_tx")?,
+        id: row.integer("cursor_id")?,
+    })
+}
+
+/// A delivery just claimed ([`super::columns::CLAIMED_COLUMNS`]); its event is read apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimedRow {
+    /// `id`.
+    pub id: i64,
+    /// `endpoint`.
+    pub endpoint: String,
+    /// `attempts`: made before this one.
+    pub attempts: i64,
+    /// `event_id`: the event to send.
+    pub event_id: i64,
+}
+
+impl ClaimedRow {
+    /// Decode a claimed delivery.
+    pub fn decode(row: &impl StoredRow) -> Result<ClaimedRow, sqlx::Error> {
+        Ok(ClaimedRow {
+            id: row.integer("id")?,
+            endpoint: row.text("endpoint")?,
+            attempts: row.integer("attempts")?,
+            event_id: row.integer("event_id")?,
+        })
+    }
+}
+
+/// A delivery as listed ([`super::columns::DELIVERY_COLUMNS`] and
+/// [`super::columns::DELIVERY_EVENT_COLUMNS`]). A status or HTTP status this version cannot
+/// read is an error naming the row rather than a made-up value.
+pub(crate) fn delivery_record(row: &impl StoredRow) -> Result<DeliveryRecord, StorageError> {
+    let id = row.integer("id")?;
+    let invalid = |column: &'static str, value: String| StorageError::InvalidValue {
+        table: "webhook_deliveries",
+        column,
+        row: format!("id {id}"),
+        value,
+    };
+    let stored_status = row.text("status")?;
+    let Some(status) = DeliveryStatus::parse(&stored_status) else {
+        return Err(invalid("status", stored_status));
+    };
+    let last_status = match row.optional_integer("last_status")? {
+        None => None,
+        Some(code) => {
+            Some(u16::try_from(code).map_err(|_| invalid("last_status", code.to_string()))?)
+        }
+    };
+    Ok(DeliveryRecord {
+        id,
+        endpoint: row.text("endpoint")?,
+        event_id: row.integer("event_id")?,
+        kind: row.text("kind")?,
+        contract_ref: row.text("contract_ref")?,
+        status,
+        attempts: row.integer("attempts")?,
+        last_status,
+        last_error: row.optional_text("last_error")?,
+        last_attempt_ms: row.optional_integer("last_attempt_ms")?,
+        next_attempt_ms: match status {
+            DeliveryStatus::Pending => row.optional_integer("next_attempt_ms")?,
+            DeliveryStatus::Delivered | DeliveryStatus::Failed => None,
+        },
+    })
+}
+
+/// An endpoint's state ([`super::columns::ENDPOINT_COLUMNS`]).
+pub(crate) fn endpoint_state(row: &impl StoredRow) -> Result<EndpointState, sqlx::Error> {
+    Ok(EndpointState {
+        endpoint: row.text("name")?,
+        disabled_at_ms: row.optional_integer("disabled_at_ms")?,
+        disabled_reason: row.optional_text("disabled_reason")?,
+    })
+}
+
+/// An endpoint's backlog ([`super::columns::BACKLOG_COLUMNS`]).
+pub(crate) fn backlog(row: &impl StoredRow) -> Result<Backlog, sqlx::Error> {
+    Ok(Backlog {
+        endpoint: row.text("endpoint")?,
+        pending: row.integer("pending")?,
+        oldest_pending_recorded_ms: row.optional_integer("oldest_pending_recorded_ms")?,
+        failed: row.integer("failed")?,
     })
 }

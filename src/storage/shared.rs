@@ -7,7 +7,12 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
-use super::{CommitOutcome, ContractChange, RunStatus};
+use super::rows::{ClaimedRow, FeedEntry};
+use super::{
+    Attempt, AttemptResult, ClaimedDelivery, CommitOutcome, ContractChange, DeliveryStatus,
+    FeedEvent, FeedPosition, Requeue, RunStatus, Subscription,
+};
+use crate::contract::record::ContractRecord;
 use crate::contract::{Contract, ContractEvent, EventKind};
 
 /// How many contracts one import statement inserts: large enough that a statement's round
@@ -62,6 +67,16 @@ macro_rules! migrations {
                     "/migrations/",
                     $dialect,
                     "/0002_drop_status_index.sql"
+                )),
+            ),
+            (
+                3,
+                "outbox",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0003_outbox.sql"
                 )),
             ),
         ])
@@ -150,4 +165,142 @@ pub(crate) fn imported_event(contract: &Contract, imported_on: NaiveDate) -> Con
         details: serde_json::json!({ "status": contract.status.as_str() }),
         transition_key: Some("imported".to_string()),
     }
+}
+
+/// Why an endpoint that answered 410 Gone is disabled.
+pub(crate) const ENDPOINT_GONE_REASON: &str = "410 Gone";
+
+/// The export record of a contract as stored with each event of a change (`contract_record`):
+/// serialised once per change, shared by its events.
+pub(crate) fn contract_record_json(contract: &Contract) -> Option<String> {
+    // A record is plain data with string keys: serialising it cannot fail. Were it ever to,
+    // the event is still recorded, without a snapshot (as events older than the outbox).
+    serde_json::to_string(&ContractRecord::from_contract(contract)).ok()
+}
+
+/// Now, by this process's clock (Unix ms), for the one write that is given no instant: the
+/// creation time of an endpoint row first seen when it is enabled.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// What one attempt writes into its delivery row, apart from the attempt's own record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttemptColumns {
+    /// The delivery's new status.
+    pub status: DeliveryStatus,
+    /// When the next attempt is due; none once delivered or failed.
+    pub next_attempt_ms: Option<i64>,
+    /// When it was delivered, if it just was.
+    pub delivered_at_ms: Option<i64>,
+    /// Whether the endpoint is disabled in the same transaction (410 Gone).
+    pub disables_endpoint: bool,
+}
+
+impl AttemptColumns {
+    /// The columns an attempt writes.
+    pub(crate) fn of(attempt: &Attempt) -> AttemptColumns {
+        let (status, next_attempt_ms, delivered_at_ms, disables_endpoint) = match attempt.result {
+            AttemptResult::Delivered => {
+                (DeliveryStatus::Delivered, None, Some(attempt.at_ms), false)
+            }
+            AttemptResult::RetryAt(at_ms) => (DeliveryStatus::Pending, Some(at_ms), None, false),
+            AttemptResult::Failed => (DeliveryStatus::Failed, None, None, false),
+            // First in line again once the endpoint is enabled.
+            AttemptResult::EndpointGone => {
+                (DeliveryStatus::Pending, Some(attempt.at_ms), None, true)
+            }
+        };
+        AttemptColumns {
+            status,
+            next_attempt_ms,
+            delivered_at_ms,
+            disables_endpoint,
+        }
+    }
+}
+
+/// What one fan-out round writes for an endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FanOutPlan {
+    /// The events it receives, in feed order.
+    pub event_ids: Vec<i64>,
+    /// Their contracts, index for index.
+    pub contract_ids: Vec<i64>,
+    /// Where its cursor goes: the last event read, whether it receives it or not; none when
+    /// nothing was read.
+    pub cursor: Option<FeedPosition>,
+    /// How many events were read.
+    pub passed: u64,
+}
+
+/// The deliveries and cursor of an endpoint subscribed as `subscription`, from the feed
+/// events read after its cursor (in feed order).
+pub(crate) fn fan_out_plan(subscription: &Subscription, entries: &[FeedEntry]) -> FanOutPlan {
+    let mut plan = FanOutPlan {
+        cursor: entries.last().map(|entry| entry.position),
+        passed: entries.len() as u64,
+        ..FanOutPlan::default()
+    };
+    for entry in entries {
+        let wanted = match &subscription.kinds {
+            None => true,
+            Some(kinds) => kinds.contains(&entry.kind),
+        };
+        if wanted {
+            plan.event_ids.push(entry.position.id);
+            plan.contract_ids.push(entry.contract_id);
+        }
+    }
+    plan
+}
+
+/// Claimed deliveries with their events, in event order. A delivery whose event could not be
+/// read (none can: deliveries go with their events) is left out; its lease runs out.
+pub(crate) fn claimed_deliveries(
+    mut claimed: Vec<ClaimedRow>,
+    events: Vec<FeedEvent>,
+) -> Vec<ClaimedDelivery> {
+    claimed.sort_by_key(|row| (row.event_id, row.id));
+    let events: HashMap<i64, FeedEvent> = events
+        .into_iter()
+        .map(|event| (event.position.id, event))
+        .collect();
+    claimed
+        .into_iter()
+        .filter_map(|row| {
+            Some(ClaimedDelivery {
+                id: row.id,
+                endpoint: row.endpoint,
+                attempts: row.attempts,
+                // Several endpoints' deliveries of one event share it.
+                event: events.get(&row.event_id)?.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The endpoints of a requeue, and the event ids it names (`None`: every failed delivery),
+/// each once: PostgreSQL refuses an upsert that would touch a row twice.
+pub(crate) fn requeue_targets(
+    endpoints: &[String],
+    what: &Requeue,
+) -> (Vec<String>, Option<Vec<i64>>) {
+    let mut endpoints = endpoints.to_vec();
+    endpoints.sort();
+    endpoints.dedup();
+    let ids = match what {
+        Requeue::Failed => None,
+        Requeue::Events(ids) => {
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            Some(ids)
+        }
+    };
+    (endpoints, ids)
 }

@@ -29,6 +29,11 @@ impl Dialect for PostgresDialect {
     fn json_as_text(column: &str) -> Cow<'_, str> {
         Cow::Owned(format!("{column}::text"))
     }
+
+    fn transaction_as_integer(column: &str) -> Cow<'_, str> {
+        // `xid8` has no cast to bigint; its text is the number.
+        Cow::Owned(format!("{column}::text::bigint"))
+    }
 }
 
 /// The contract select list. (Its dates are named after their columns: a statement that

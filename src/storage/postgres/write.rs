@@ -20,7 +20,8 @@ use crate::storage::columns::{
 };
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
-    finish_timing, imported_event, outcome, rounds, transition_key, IMPORT_CHUNK,
+    contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
+    IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -114,6 +115,7 @@ fn pg_type(sql_type: SqlType) -> &'static str {
         SqlType::Date => "date",
         SqlType::Bool => "boolean",
         SqlType::Json => "jsonb",
+        SqlType::Transaction => "xid8",
     }
 }
 
@@ -141,8 +143,9 @@ impl ColumnArray {
         match column.sql_type() {
             SqlType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
             SqlType::Bool => ColumnArray::Bool(Vec::with_capacity(capacity)),
-            // No contract column a write sets is an integer or JSON; text holds any value.
-            SqlType::Text | SqlType::Integer | SqlType::Json => {
+            // No contract column a write sets is an integer, JSON or a transaction id; text
+            // holds any value.
+            SqlType::Text | SqlType::Integer | SqlType::Json | SqlType::Transaction => {
                 ColumnArray::Text(Vec::with_capacity(capacity))
             }
         }
@@ -602,17 +605,31 @@ struct EventArrays {
     details: Vec<String>,
     /// `transition_key`: unique per contract.
     transition_key: Vec<String>,
+    /// The export records of the changes, as JSON text, each serialised once.
+    records: Vec<String>,
+    /// `contract_record`: per event, its change's entry in `records` (none when the record
+    /// could not be serialised).
+    record_of: Vec<Option<usize>>,
 }
 
 impl EventArrays {
-    /// The events of one contract, its update taking it to `new_version`.
+    /// The events of one contract, its update taking it to `new_version`, each with the
+    /// contract's export record after the change (serialised once for all of them).
     fn push(
         &mut self,
         contract_id: i64,
-        contract_ref: &str,
+        contract: &Contract,
         new_version: i64,
         events: &[ContractEvent],
     ) {
+        if events.is_empty() {
+            return;
+        }
+        let contract_ref = contract.reference.as_str();
+        let record = contract_record_json(contract).map(|record| {
+            self.records.push(record);
+            self.records.len() - 1
+        });
         for (index, event) in events.iter().enumerate() {
             self.contract_id.push(contract_id);
             self.contract_ref.push(contract_ref.to_string());
@@ -622,6 +639,7 @@ impl EventArrays {
             self.details.push(event.details.to_string());
             self.transition_key
                 .push(transition_key(event, new_version, index));
+            self.record_of.push(record);
         }
     }
 
@@ -644,15 +662,20 @@ impl EventArrays {
             .zip(&self.transition_key)
             .map(|((id, reference), key)| (*id, reference.clone(), key.clone()))
             .collect();
+        let records: Vec<Option<&str>> = self
+            .record_of
+            .iter()
+            .map(|record| record.map(|index| self.records[index].as_str()))
+            .collect();
         let inserted = sqlx::query(
             "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
-             details, transition_key, run_id, recorded_at_ms) \
+             details, transition_key, contract_record, run_id, recorded_at_ms) \
              SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
-             transition_key, $8::text, $9::bigint \
+             transition_key, contract_record::jsonb, $9::text, $10::bigint \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
-             $6::text[], $7::text[]) WITH ORDINALITY \
+             $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
              AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, \
-             transition_key, ord) ORDER BY ord",
+             transition_key, contract_record, ord) ORDER BY ord",
         )
         .bind(self.contract_id)
         .bind(self.contract_ref)
@@ -661,6 +684,7 @@ impl EventArrays {
         .bind(self.line_ref)
         .bind(self.details)
         .bind(self.transition_key)
+        .bind(records)
         .bind(run_id)
         .bind(now_ms)
         .execute(&mut **tx)
@@ -754,7 +778,7 @@ impl ContractImport for PostgresImport {
                 };
                 children.push_new(id, &new.contract, ChangedParts::everything());
                 let event = imported_event(&new.contract, new.imported_on);
-                events.push(id, &new.contract.reference, 1, &[event]);
+                events.push(id, &new.contract, 1, &[event]);
                 zones.insert(new.contract.time_zone.name());
             }
             children.write(&mut self.tx).await?;
@@ -858,7 +882,7 @@ impl PostgresStore {
         let outcome = outcome(changes, &applied, |change| {
             events.push(
                 change.id,
-                &change.contract.reference,
+                &change.contract,
                 change.expected_version + 1,
                 &change.events,
             );

@@ -2,10 +2,12 @@
 //! (so two writers queue on the busy timeout instead of failing on lock upgrade), dates as
 //! `YYYY-MM-DD` text.
 //!
-//! `connect.rs` opens the file and migrates it, `read.rs` reads, `write.rs` writes; this
-//! module holds the store and routes the [`ContractStore`] calls to them.
+//! `connect.rs` opens the file and migrates it, `read.rs` reads, `write.rs` writes,
+//! `outbox.rs` keeps the feed and the webhook deliveries; this module holds the store and
+//! routes the [`ContractStore`] and [`OutboxStore`] calls to them.
 
 mod connect;
+mod outbox;
 mod read;
 mod write;
 
@@ -15,8 +17,10 @@ use chrono::NaiveDate;
 use sqlx::SqlitePool;
 
 use super::{
-    BatchCursor, BatchProgress, CommitOutcome, ContractChange, ContractStore, LoadedContract,
-    RunClaim, RunCounts, RunKey, RunRecord, RunStatus, StorageError, StoredEvent,
+    Attempt, Backlog, BatchCursor, BatchProgress, ClaimedDelivery, CommitOutcome, ContractChange,
+    ContractStore, DeliveryFilter, DeliveryRecord, EndpointState, FeedEvent, FeedPosition,
+    LoadedContract, OutboxStore, Requeue, RunClaim, RunCounts, RunKey, RunRecord, RunStatus,
+    StorageError, StoredEvent, Subscription,
 };
 use crate::lifecycle::Job;
 
@@ -146,5 +150,82 @@ impl ContractStore for SqliteStore {
 
     async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StorageError> {
         self.read_count_by_status().await
+    }
+}
+
+impl OutboxStore for SqliteStore {
+    async fn feed(
+        &self,
+        after: Option<FeedPosition>,
+        kinds: &[String],
+        limit: u32,
+    ) -> Result<Vec<FeedEvent>, StorageError> {
+        self.read_feed(after, kinds, limit).await
+    }
+
+    async fn feed_position(&self, event_id: i64) -> Result<Option<FeedPosition>, StorageError> {
+        self.read_feed_position(event_id).await
+    }
+
+    async fn fan_out(
+        &self,
+        subscription: &Subscription,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<u64, StorageError> {
+        self.write_fan_out(subscription, limit, now_ms).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoints: &[String],
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StorageError> {
+        self.write_claim_deliveries(endpoints, owner, now_ms, lease_ms, limit)
+            .await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery_id: i64,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<bool, StorageError> {
+        self.write_attempt(delivery_id, owner, attempt).await
+    }
+
+    async fn set_endpoint_disabled(
+        &self,
+        endpoint: &str,
+        disabled: Option<(i64, String)>,
+    ) -> Result<(), StorageError> {
+        self.write_endpoint_disabled(endpoint, disabled).await
+    }
+
+    async fn endpoint_states(&self) -> Result<Vec<EndpointState>, StorageError> {
+        self.read_endpoint_states().await
+    }
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRecord>, StorageError> {
+        self.read_deliveries(filter).await
+    }
+
+    async fn requeue(
+        &self,
+        endpoints: &[String],
+        what: &Requeue,
+        now_ms: i64,
+    ) -> Result<u64, StorageError> {
+        self.write_requeue(endpoints, what, now_ms).await
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, StorageError> {
+        self.read_backlog().await
     }
 }

@@ -31,6 +31,11 @@ impl Dialect for SqliteDialect {
     fn json_as_text(column: &str) -> Cow<'_, str> {
         Cow::Borrowed(column)
     }
+
+    fn transaction_as_integer(_column: &str) -> Cow<'_, str> {
+        // One writer at a time: the id alone is in commit order.
+        Cow::Borrowed("0")
+    }
 }
 
 /// The contract select list.

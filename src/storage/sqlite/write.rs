@@ -19,7 +19,8 @@ use crate::storage::columns::{
 };
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
-    finish_timing, imported_event, outcome, rounds, transition_key, IMPORT_CHUNK,
+    contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
+    IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -101,10 +102,11 @@ static INSERT_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 static INSERT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "{ROWS} INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, \
-         line_ref, details, transition_key, run_id, recorded_at_ms) SELECT {}, ?2, ?3 \
-         FROM u WHERE true ORDER BY u.k ON CONFLICT (contract_id, transition_key) DO NOTHING \
+         line_ref, details, transition_key, contract_record, run_id, recorded_at_ms) \
+         SELECT {}, ?2, ?3 FROM u WHERE true ORDER BY u.k \
+         ON CONFLICT (contract_id, transition_key) DO NOTHING \
          RETURNING contract_id, transition_key",
-        json_fields(0, 7)
+        json_fields(0, 8)
     )
 });
 
@@ -267,21 +269,28 @@ impl ChildRows {
 /// Events of many contracts, for one insert.
 #[derive(Default)]
 struct EventRows {
-    /// `[contract id, contract ref, kind, effective on, line ref, details, transition key]`.
+    /// `[contract id, contract ref, kind, effective on, line ref, details, transition key,
+    /// contract record]`.
     rows: Vec<Value>,
     /// What was sent, in order: (contract id, contract ref, transition key).
     sent: Vec<(i64, String, String)>,
 }
 
 impl EventRows {
-    /// The events of one contract, its update taking it to `new_version`.
+    /// The events of one contract, its update taking it to `new_version`, each with the
+    /// contract's export record after the change (serialised once for all of them).
     fn push(
         &mut self,
         contract_id: i64,
-        contract_ref: &str,
+        contract: &Contract,
         new_version: i64,
         events: &[ContractEvent],
     ) {
+        if events.is_empty() {
+            return;
+        }
+        let contract_ref = contract.reference.as_str();
+        let record = contract_record_json(contract);
         for (index, event) in events.iter().enumerate() {
             let key = transition_key(event, new_version, index);
             self.rows.push(Value::Array(vec![
@@ -292,6 +301,7 @@ impl EventRows {
                 event.line_ref.clone().into(),
                 event.details.to_string().into(),
                 key.clone().into(),
+                record.clone().into(),
             ]));
             self.sent.push((contract_id, contract_ref.to_string(), key));
         }
@@ -384,7 +394,7 @@ impl ContractImport for SqliteImport {
                 };
                 children.push_new(id, &new.contract, ChangedParts::everything());
                 let event = imported_event(&new.contract, new.imported_on);
-                events.push(id, &new.contract.reference, 1, &[event]);
+                events.push(id, &new.contract, 1, &[event]);
                 zones.insert(new.contract.time_zone.name());
             }
             children.write(&mut self.tx).await?;
@@ -501,7 +511,7 @@ impl SqliteStore {
         let outcome = outcome(changes, &applied, |change| {
             events.push(
                 change.id,
-                &change.contract.reference,
+                &change.contract,
                 change.expected_version + 1,
                 &change.events,
             );

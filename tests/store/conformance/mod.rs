@@ -27,10 +27,10 @@ mod reading;
 mod schema;
 
 /// "Now" for every write (Unix ms).
-const NOW: i64 = 1_720_000_000_000;
+pub(crate) const NOW: i64 = 1_720_000_000_000;
 
 /// A lease long enough for any test.
-const LEASE: i64 = 60_000;
+pub(crate) const LEASE: i64 = 60_000;
 
 /// The import day of every test contract.
 fn imported_on() -> NaiveDate {
@@ -51,12 +51,12 @@ fn plain_json(reference: &str, zone: &str, end: Option<&str>) -> String {
     .replace('\n', " ")
 }
 
-fn plain(reference: &str, zone: &str, end: Option<&str>) -> Contract {
+pub(crate) fn plain(reference: &str, zone: &str, end: Option<&str>) -> Contract {
     contract_from_json(&plain_json(reference, zone, end))
 }
 
 /// A contract with every kind of child, a pending cancellation and every optional field.
-fn rich(reference: &str) -> Contract {
+pub(crate) fn rich(reference: &str) -> Contract {
     let json = r#"{
         "ref": "REF", "customer": "Müller & Søn «ß» 😀 'quoted' \"double\"",
         "status": "active", "time_zone": "Europe/Berlin",
@@ -116,7 +116,7 @@ fn new(contract: Contract) -> NewContract {
     }
 }
 
-async fn insert<S: ContractStore>(store: &S, contracts: Vec<Contract>) {
+pub(crate) async fn insert<S: ContractStore>(store: &S, contracts: Vec<Contract>) {
     let news: Vec<NewContract> = contracts.into_iter().map(new).collect();
     store
         .insert_contracts(&news, NOW)
@@ -125,7 +125,10 @@ async fn insert<S: ContractStore>(store: &S, contracts: Vec<Contract>) {
 }
 
 /// The stored row of `reference`, which must exist and be valid.
-async fn load<S: ContractStore>(store: &S, reference: &str) -> (LoadedContract, Contract) {
+pub(crate) async fn load<S: ContractStore>(
+    store: &S,
+    reference: &str,
+) -> (LoadedContract, Contract) {
     let loaded = store
         .load_contract(reference)
         .await
@@ -148,7 +151,7 @@ async fn event_keys<S: ContractStore>(store: &S, reference: &str) -> Vec<String>
         .collect()
 }
 
-fn event(kind: EventKind, key: Option<&str>) -> ContractEvent {
+pub(crate) fn event(kind: EventKind, key: Option<&str>) -> ContractEvent {
     ContractEvent {
         kind,
         effective_on: date("2024-07-01"),
@@ -159,7 +162,7 @@ fn event(kind: EventKind, key: Option<&str>) -> ContractEvent {
 }
 
 /// The change of a loaded contract to `contract`.
-fn change(
+pub(crate) fn change(
     loaded: &LoadedContract,
     contract: Contract,
     events: Vec<ContractEvent>,
@@ -168,7 +171,7 @@ fn change(
     ContractChange::new(loaded.id, loaded.version, before, contract, events)
 }
 
-fn run_key(job: Job, zone: &str, business_date: &str) -> RunKey {
+pub(crate) fn run_key(job: Job, zone: &str, business_date: &str) -> RunKey {
     RunKey {
         job,
         zone: zone.to_string(),
@@ -176,7 +179,12 @@ fn run_key(job: Job, zone: &str, business_date: &str) -> RunKey {
     }
 }
 
-async fn claim<S: ContractStore>(store: &S, key: &RunKey, owner: &str, now: i64) -> RunClaim {
+pub(crate) async fn claim<S: ContractStore>(
+    store: &S,
+    key: &RunKey,
+    owner: &str,
+    now: i64,
+) -> RunClaim {
     store
         .claim_run(key, owner, now, LEASE)
         .await
@@ -184,7 +192,11 @@ async fn claim<S: ContractStore>(store: &S, key: &RunKey, owner: &str, now: i64)
         .unwrap_or_else(|| panic!("{owner} could not claim {key:?} at {now}"))
 }
 
-fn progress(claim: &RunClaim, cursor: Option<BatchCursor>, counts: RunCounts) -> BatchProgress<'_> {
+pub(crate) fn progress(
+    claim: &RunClaim,
+    cursor: Option<BatchCursor>,
+    counts: RunCounts,
+) -> BatchProgress<'_> {
     BatchProgress {
         claim,
         cursor,
@@ -193,7 +205,7 @@ fn progress(claim: &RunClaim, cursor: Option<BatchCursor>, counts: RunCounts) ->
     }
 }
 
-fn counts(examined: i64, changed: i64, skipped: i64) -> RunCounts {
+pub(crate) fn counts(examined: i64, changed: i64, skipped: i64) -> RunCounts {
     RunCounts {
         examined,
         changed,
