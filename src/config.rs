@@ -159,7 +159,7 @@ pub struct BillingSettings {
 }
 
 /// `[webhooks]`: where events are sent and how failed deliveries are retried.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// The whole of one attempt (connect, send, read the answer), in ms: a receiver that
@@ -179,7 +179,7 @@ pub struct WebhookSettings {
 }
 
 /// One `[[webhooks.endpoints]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSettings {
     /// Unique name: the endpoint's key in the database, metrics, logs and commands.

@@ -65,6 +65,57 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Print recorded events as JSON Lines, in commit order (a feed to resume from).
+    Events(EventsArgs),
+    /// Deliver the webhooks that are due, once, then exit (cron, Kubernetes).
+    Deliver,
+    /// List webhook deliveries with their attempts.
+    Deliveries(DeliveriesArgs),
+    /// Queue webhook deliveries again; re-enable an endpoint disabled by 410 Gone.
+    Redeliver(RedeliverArgs),
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this event (its `id`, e.g. evt_42); default: from the first event.
+    #[arg(long, value_name = "ID")]
+    pub after: Option<String>,
+    /// Keep waiting for new events until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// Only events of this type (repeatable), e.g. contract.extended.
+    #[arg(long = "type", value_name = "T")]
+    pub types: Vec<String>,
+}
+
+/// `deliveries`.
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// Only this endpoint.
+    #[arg(long, value_name = "N")]
+    pub endpoint: Option<String>,
+    /// Only deliveries that failed for good.
+    #[arg(long)]
+    pub failed: bool,
+    /// How many rows, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// `redeliver`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").args(["failed", "events"]).multiple(false)))]
+pub struct RedeliverArgs {
+    /// Only this endpoint; also re-enables it if a 410 Gone disabled it.
+    #[arg(long, value_name = "N", required_unless_present_any = ["failed", "events"])]
+    pub endpoint: Option<String>,
+    /// Queue every delivery that failed for good.
+    #[arg(long)]
+    pub failed: bool,
+    /// Queue these events (repeatable), e.g. evt_42.
+    #[arg(long = "event", value_name = "ID")]
+    pub events: Vec<String>,
 }
 
 /// `serve`.

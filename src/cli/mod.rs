@@ -8,7 +8,9 @@
 mod actions;
 mod args;
 mod contracts;
+mod events;
 mod sweep;
+mod webhooks;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use contractd::clock::{OffsetClock, SharedClock, SystemClock};
 use contractd::config::{ConfigSource, DatabaseKind, Settings};
 use contractd::lifecycle::RulePolicy;
 use contractd::storage::sqlite::SqliteSettings;
-use contractd::storage::{redact_url, ContractStore, PostgresSettings, PostgresStore, SqliteStore};
+use contractd::storage::{
+    redact_url, ContractStore, OutboxStore, PostgresSettings, PostgresStore, SqliteStore,
+};
 use contractd::telemetry::LogReloader;
 
 use self::args::{Cli, Command};
@@ -163,7 +167,7 @@ async fn dispatch(context: CommandContext, command: Command) -> Result<(), Failu
 }
 
 /// Run a command against a store.
-async fn execute<S: ContractStore>(
+async fn execute<S: ContractStore + OutboxStore>(
     store: S,
     context: CommandContext,
     command: Command,
@@ -204,6 +208,10 @@ async fn execute<S: ContractStore>(
         Command::Show { reference } => contracts::show(&store, &reference).await,
         Command::History { reference } => contracts::history(&store, &reference).await,
         Command::Runs { limit } => sweep::runs(&store, limit).await,
+        Command::Events(args) => events::events(&store, args).await,
+        Command::Deliver => webhooks::deliver(&store, settings).await,
+        Command::Deliveries(args) => webhooks::deliveries(&store, settings, args).await,
+        Command::Redeliver(args) => webhooks::redeliver(&store, settings, args).await,
         Command::Cancel(args) => {
             let clock = action_clock(args.now);
             actions::cancel(&store, clock.as_ref(), policy, args).await

@@ -54,6 +54,9 @@ const STATUSES: [&str; 4] = ["draft", "active", "expired", "cancelled"];
 /// not a run of this process and `dry_run` never happens in the daemon.
 const RUN_OUTCOMES: [&str; 3] = ["succeeded", "failed", "interrupted"];
 
+/// The outcomes of a webhook attempt, as labels of `contractd_webhook_deliveries_total`.
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retry", "failed", "endpoint_gone"];
+
 /// The daemon's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -78,6 +81,34 @@ pub struct Metrics {
     database_up: Gauge,
     /// `contractd_ticks_total`.
     ticks: Total,
+    /// `contractd_webhook_deliveries_total{endpoint, outcome}`: attempts by this process.
+    webhook_attempts: Family<AttemptLabels, Total>,
+    /// `contractd_webhook_pending_deliveries{endpoint}`, from the database.
+    webhook_pending: Family<EndpointLabels, Gauge>,
+    /// `contractd_webhook_oldest_pending_age_seconds{endpoint}`, from the database: how long
+    /// the oldest event still waiting for this endpoint has waited (0 when none waits).
+    webhook_oldest_age: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    /// `contractd_webhook_failed_deliveries{endpoint}`, from the database: deliveries out of
+    /// attempts, waiting for `redeliver`.
+    webhook_failed: Family<EndpointLabels, Gauge>,
+    /// `contractd_webhook_endpoint_disabled{endpoint}`: 1 while a 410 Gone keeps it off.
+    webhook_disabled: Family<EndpointLabels, Gauge>,
+}
+
+/// Labels of `contractd_webhook_deliveries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    /// The endpoint's configured name (never its URL).
+    endpoint: Escaped,
+    /// delivered, retry, failed or endpoint_gone.
+    outcome: &'static str,
+}
+
+/// Labels of the families kept per webhook endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    /// The endpoint's configured name (never its URL).
+    endpoint: Escaped,
 }
 
 /// Labels of `contractd_job_runs_total`.
@@ -189,6 +220,11 @@ impl Metrics {
         let database_up = Gauge::default();
         let ticks = Total::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
+        let webhook_attempts = Family::<AttemptLabels, Total>::default();
+        let webhook_pending = Family::<EndpointLabels, Gauge>::default();
+        let webhook_oldest_age = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        let webhook_failed = Family::<EndpointLabels, Gauge>::default();
+        let webhook_disabled = Family::<EndpointLabels, Gauge>::default();
 
         // Every job and outcome starts at 0, so `increase()` sees the first failure. Creating
         // the series is all: the guards are dropped at once.
@@ -252,6 +288,34 @@ impl Metrics {
             build_info,
         );
 
+        registry.register(
+            "contractd_webhook_deliveries_total",
+            "Webhook delivery attempts by this process, per endpoint and outcome (delivered, \
+             retry, failed, endpoint_gone)",
+            webhook_attempts.clone(),
+        );
+        registry.register(
+            "contractd_webhook_pending_deliveries",
+            "Webhook deliveries waiting to be sent, per endpoint (refreshed every 5 seconds)",
+            webhook_pending.clone(),
+        );
+        registry.register(
+            "contractd_webhook_oldest_pending_age_seconds",
+            "Age of the oldest event still waiting for delivery, per endpoint (0 when none \
+             waits)",
+            webhook_oldest_age.clone(),
+        );
+        registry.register(
+            "contractd_webhook_failed_deliveries",
+            "Webhook deliveries that ran out of attempts and wait for redeliver, per endpoint",
+            webhook_failed.clone(),
+        );
+        registry.register(
+            "contractd_webhook_endpoint_disabled",
+            "1 while an endpoint is disabled because it answered 410 Gone, else 0",
+            webhook_disabled.clone(),
+        );
+
         Metrics {
             registry,
             job_runs,
@@ -263,7 +327,68 @@ impl Metrics {
             last_success,
             database_up,
             ticks,
+            webhook_attempts,
+            webhook_pending,
+            webhook_oldest_age,
+            webhook_failed,
+            webhook_disabled,
         }
+    }
+
+    /// The configured webhook endpoints: every series starts at 0, so `increase()` and the
+    /// alerts see the first failure.
+    pub fn webhook_endpoints(&self, names: &[String]) {
+        for name in names {
+            let endpoint = || Escaped(name.clone());
+            for outcome in WEBHOOK_OUTCOMES {
+                let _ = self.webhook_attempts.get_or_create(&AttemptLabels {
+                    endpoint: endpoint(),
+                    outcome,
+                });
+            }
+            let labels = EndpointLabels {
+                endpoint: endpoint(),
+            };
+            let _ = self.webhook_pending.get_or_create(&labels);
+            let _ = self.webhook_oldest_age.get_or_create(&labels);
+            let _ = self.webhook_failed.get_or_create(&labels);
+            let _ = self.webhook_disabled.get_or_create(&labels);
+        }
+    }
+
+    /// One webhook attempt to `endpoint` ended with `outcome` (one of [`WEBHOOK_OUTCOMES`]).
+    pub fn webhook_attempt(&self, endpoint: &str, outcome: &'static str) {
+        self.webhook_attempts
+            .get_or_create(&AttemptLabels {
+                endpoint: Escaped(endpoint.to_string()),
+                outcome,
+            })
+            .0
+            .inc();
+    }
+
+    /// The backlog of one endpoint as the database has it now: pending and failed
+    /// deliveries, the age of the oldest pending event in seconds, and whether it is
+    /// disabled.
+    pub fn set_webhook_backlog(
+        &self,
+        endpoint: &str,
+        pending: i64,
+        oldest_age_seconds: f64,
+        failed: i64,
+        disabled: bool,
+    ) {
+        let labels = EndpointLabels {
+            endpoint: Escaped(endpoint.to_string()),
+        };
+        self.webhook_pending.get_or_create(&labels).set(pending);
+        self.webhook_oldest_age
+            .get_or_create(&labels)
+            .set(oldest_age_seconds);
+        self.webhook_failed.get_or_create(&labels).set(failed);
+        self.webhook_disabled
+            .get_or_create(&labels)
+            .set(i64::from(disabled));
     }
 
     /// One scheduler tick.

@@ -29,16 +29,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, ConfigSource, Settings};
 use crate::lifecycle::RulePolicy;
 use crate::shutdown::{self, Shutdown};
-use crate::storage::{redact_url, ContractStore};
+use crate::storage::{redact_url, ContractStore, OutboxStore};
 use crate::sweep::SweepOptions;
 use crate::telemetry::LogReloader;
+use crate::webhooks::{AttemptObserver, AttemptOutcome, SetupError, Webhooks};
 
 use self::metrics::Metrics;
 use self::scheduler::{Heartbeat, TickSchedule, Ticker};
@@ -76,6 +77,9 @@ pub enum ServeError {
     /// The tick schedule could not be started.
     #[error("starting the tick scheduler")]
     Scheduler(#[source] tokio_cron_scheduler::JobSchedulerError),
+    /// The webhook endpoints could not be prepared.
+    #[error("preparing the webhooks")]
+    Webhooks(#[source] SetupError),
     /// The health and metrics server stopped; without it the daemon cannot be operated.
     #[error("the HTTP server stopped: {0}")]
     HttpStopped(String),
@@ -84,7 +88,7 @@ pub enum ServeError {
 /// Run the daemon until SIGTERM or SIGINT. `settings` is the configuration in force;
 /// `source` is where it came from, read again on SIGHUP (log level and tick schedule apply
 /// live, the rest after a restart); `log` applies a reloaded log level.
-pub async fn serve<S: ContractStore>(
+pub async fn serve<S: ContractStore + OutboxStore>(
     store: S,
     settings: Settings,
     source: ConfigSource,
@@ -100,6 +104,17 @@ pub async fn serve<S: ContractStore>(
     let listening: SocketAddr = listener.local_addr().unwrap_or(address);
 
     let metrics = Arc::new(Metrics::new());
+    let webhooks = if settings.webhooks.endpoints.is_empty() {
+        None
+    } else {
+        let observer: Arc<dyn AttemptObserver> = Arc::new(AttemptMetrics(Arc::clone(&metrics)));
+        let webhooks = Webhooks::new(&settings.webhooks)
+            .map_err(ServeError::Webhooks)?
+            .with_observer(observer);
+        metrics.webhook_endpoints(&webhooks.endpoint_names());
+        Some(Arc::new(webhooks))
+    };
+    let events_recorded = Arc::new(Notify::new());
     let heartbeat = Arc::new(Heartbeat::new());
     let (trigger, shutdown) = shutdown::channel();
     let busy = Arc::new(AtomicBool::new(false));
@@ -116,17 +131,33 @@ pub async fn serve<S: ContractStore>(
     let owner = options.owner.clone();
     let worker = Worker::new(
         store.clone(),
-        clock,
+        Arc::clone(&clock),
         options,
         shutdown.clone(),
         Arc::clone(&metrics),
         Arc::clone(&busy),
         settings.database.url.clone(),
+        Arc::clone(&events_recorded),
     );
     let worker = tokio::spawn(worker.run(wake_receiver));
+    // Webhooks go out on a task of their own: a slow endpoint never delays a sweep. Their
+    // retries, leases and `webhook-timestamp` follow the real clock, also under `--now`:
+    // receivers compare the timestamp with their own clock, and other processes (`deliver`)
+    // compare leases with theirs.
+    let deliveries = webhooks.clone().map(|webhooks| {
+        tokio::spawn(crate::webhooks::run_worker(
+            store.clone(),
+            webhooks,
+            owner.clone(),
+            Arc::new(crate::clock::SystemClock),
+            Arc::clone(&events_recorded),
+            shutdown.clone(),
+        ))
+    });
     let monitor = tokio::spawn(monitor(
         store.clone(),
         Arc::clone(&metrics),
+        webhooks.as_ref().map(|webhooks| webhooks.endpoint_names()),
         shutdown.clone(),
     ));
     let router = http::router(http::HttpState {
@@ -229,6 +260,9 @@ pub async fn serve<S: ContractStore>(
     if let Some(server) = server {
         finish(server, deadline).await;
     }
+    if let Some(deliveries) = deliveries {
+        finish(deliveries, deadline).await;
+    }
     finish(monitor, deadline).await;
     if let Some(watchdog) = watchdog {
         finish(watchdog, deadline).await;
@@ -262,8 +296,14 @@ async fn finish<T>(handle: JoinHandle<T>, deadline: tokio::time::Instant) {
     }
 }
 
-/// Keep `contractd_database_up` and `contractd_contracts` current, away from the tick path.
-async fn monitor<S: ContractStore>(store: S, metrics: Arc<Metrics>, mut shutdown: Shutdown) {
+/// Keep `contractd_database_up`, `contractd_contracts` and the webhook backlog of
+/// `endpoints` current, away from the tick path.
+async fn monitor<S: ContractStore + OutboxStore>(
+    store: S,
+    metrics: Arc<Metrics>,
+    endpoints: Option<Vec<String>>,
+    mut shutdown: Shutdown,
+) {
     let mut counted_at: Option<tokio::time::Instant> = None;
     loop {
         let up = http::probe_database(&store, &metrics).await.is_ok();
@@ -277,10 +317,60 @@ async fn monitor<S: ContractStore>(store: S, metrics: Arc<Metrics>, mut shutdown
                 Ok(Err(_)) | Err(_) => metrics.set_database_up(false),
             }
         }
+        if let (true, Some(endpoints)) = (up, &endpoints) {
+            let read = async {
+                Ok::<_, crate::storage::StorageError>((
+                    store.backlog().await?,
+                    store.endpoint_states().await?,
+                ))
+            };
+            match tokio::time::timeout(http::READINESS_TIMEOUT * 4, read).await {
+                Ok(Ok((backlog, states))) => {
+                    let now_ms = crate::clock::unix_ms(chrono::Utc::now());
+                    for endpoint in endpoints {
+                        let of = backlog.iter().find(|entry| &entry.endpoint == endpoint);
+                        let disabled = states.iter().any(|state| {
+                            &state.endpoint == endpoint && state.disabled_at_ms.is_some()
+                        });
+                        let oldest_age = of
+                            .and_then(|entry| entry.oldest_pending_recorded_ms)
+                            .map(|recorded| (now_ms - recorded).max(0) as f64 / 1000.0)
+                            .unwrap_or(0.0);
+                        metrics.set_webhook_backlog(
+                            endpoint,
+                            of.map_or(0, |entry| entry.pending),
+                            oldest_age,
+                            of.map_or(0, |entry| entry.failed),
+                            disabled,
+                        );
+                    }
+                }
+                // The probe above says whether the database is up; a backlog that could not
+                // be read leaves the webhook gauges as they were until the next round.
+                Ok(Err(error)) => tracing::debug!(
+                    event = "webhook.backlog_unread",
+                    error = %error,
+                    "the webhook backlog could not be read"
+                ),
+                Err(_) => tracing::debug!(
+                    event = "webhook.backlog_unread",
+                    "the webhook backlog was not read in time"
+                ),
+            }
+        }
         tokio::select! {
             () = shutdown.requested() => return,
             () = tokio::time::sleep(PROBE_EVERY) => {}
         }
+    }
+}
+
+/// Counts every webhook attempt in the metrics.
+struct AttemptMetrics(Arc<Metrics>);
+
+impl AttemptObserver for AttemptMetrics {
+    fn on_attempt(&self, endpoint: &str, outcome: &AttemptOutcome) {
+        self.0.webhook_attempt(endpoint, outcome.kind.as_str());
     }
 }
 
@@ -401,5 +491,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         "billing.allow_end_before_billed_to",
         old.billing.allow_end_before_billed_to != new.billing.allow_end_before_billed_to,
     );
+    // Endpoints, secrets and the retry schedule are read once by the webhook worker.
+    check("webhooks", old.webhooks != new.webhooks);
     keys
 }

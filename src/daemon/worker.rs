@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::metrics::{real_unix_seconds, Metrics};
 use crate::clock::{business_date, SharedClock};
@@ -120,6 +120,9 @@ pub struct Worker<S: ContractStore> {
     database_backoff: Backoff,
     /// Zone names already reported as not IANA zones (reported once).
     invalid_zones: HashSet<String>,
+    /// Told after a sweep changed contracts, so the webhook worker sends their events at once
+    /// instead of at its next poll.
+    events_recorded: Arc<Notify>,
 }
 
 impl<S: ContractStore> std::fmt::Debug for Worker<S> {
@@ -141,6 +144,7 @@ impl<S: ContractStore> Worker<S> {
         metrics: Arc<Metrics>,
         busy: Arc<AtomicBool>,
         database_url: String,
+        events_recorded: Arc<Notify>,
     ) -> Worker<S> {
         Worker {
             store,
@@ -157,6 +161,7 @@ impl<S: ContractStore> Worker<S> {
             zone_backoff: HashMap::new(),
             database_backoff: Backoff::default(),
             invalid_zones: HashSet::new(),
+            events_recorded,
         }
     }
 
@@ -278,6 +283,9 @@ impl<S: ContractStore> Worker<S> {
         let finished = real_unix_seconds();
         for job in &report.jobs {
             self.metrics.job_finished(job, finished);
+        }
+        if report.jobs.iter().any(|job| job.counts.changed > 0) {
+            self.events_recorded.notify_one();
         }
         let mut any_failed = false;
         for (zone, date) in to_sweep {

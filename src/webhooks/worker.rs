@@ -19,11 +19,14 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Run passes until `shutdown` is requested. After a pass the worker waits for
 /// `webhooks.poll()`, or less when a retry it scheduled is due sooner, or until `wake` is
-/// notified (the sweep and the operator commands notify after committing events; a
+/// notified (the daemon's sweep notifies after a pass that changed contracts; operator
+/// commands run in other processes and their events are found by the next poll; a
 /// notification during a pass is kept and starts the next one at once). A pass that fails
 /// (the database is away) is logged as `webhook.pass_failed` and followed by a wait of 1 s
 /// doubling to 30 s; the loop never ends on an error. Attempts in flight when shutdown is
-/// requested finish (each within `timeout_ms`) and are recorded.
+/// requested finish (each within `timeout_ms`) and are recorded, unless the caller stops
+/// waiting first (`serve` waits at most its stop deadline): an attempt cut off is not
+/// recorded, its lease expires and it is sent again, which receivers drop by `webhook-id`.
 pub async fn run_worker<S: OutboxStore>(
     store: S,
     webhooks: Arc<Webhooks>,
