@@ -523,7 +523,7 @@ mod tests {
 
     /// Every family: name, type and help text exactly as dashboards, alerts and the
     /// operations guide know them.
-    const FAMILIES: [(&str, &str, &str); 9] = [
+    const FAMILIES: [(&str, &str, &str); 14] = [
         (
             "contractd_job_runs_total",
             "counter",
@@ -565,6 +565,33 @@ mod tests {
             "gauge",
             "Always 1; the version label says which contractd is running.",
         ),
+        (
+            "contractd_webhook_deliveries_total",
+            "counter",
+            "Webhook delivery attempts by this process, per endpoint and outcome (delivered, \
+             retry, failed, endpoint_gone).",
+        ),
+        (
+            "contractd_webhook_pending_deliveries",
+            "gauge",
+            "Webhook deliveries waiting to be sent, per endpoint (refreshed every 5 seconds).",
+        ),
+        (
+            "contractd_webhook_oldest_pending_age_seconds",
+            "gauge",
+            "Age of the oldest event still waiting for delivery, per endpoint (0 when none \
+             waits).",
+        ),
+        (
+            "contractd_webhook_failed_deliveries",
+            "gauge",
+            "Webhook deliveries that ran out of attempts and wait for redeliver, per endpoint.",
+        ),
+        (
+            "contractd_webhook_endpoint_disabled",
+            "gauge",
+            "1 while an endpoint is disabled because it answered 410 Gone, else 0.",
+        ),
     ];
 
     fn report(outcome: JobOutcome, changed: i64, prior: i64) -> JobReport {
@@ -599,7 +626,35 @@ mod tests {
         metrics.job_finished(&report(JobOutcome::Succeeded, 5, 2), 1_700_000_000.5);
         metrics.set_contracts(&[("active".to_string(), 7)]);
         metrics.set_database_up(true);
+        metrics.webhook_endpoints(&["crm".to_string()]);
+        metrics.webhook_attempt("crm", "delivered");
+        metrics.set_webhook_backlog("crm", 3, 12.5, 1, false);
         metrics
+    }
+
+    #[test]
+    fn webhook_series_start_at_zero_and_follow_the_backlog() {
+        let metrics = Metrics::new();
+        metrics.webhook_endpoints(&["crm".to_string()]);
+        let text = metrics.render();
+        for outcome in WEBHOOK_OUTCOMES {
+            let sample = format!(
+                "contractd_webhook_deliveries_total{{endpoint=\"crm\",outcome=\"{outcome}\"}} 0\n"
+            );
+            assert!(text.contains(&sample), "{sample} missing:\n{text}");
+        }
+        metrics.webhook_attempt("crm", "retry");
+        metrics.set_webhook_backlog("crm", 4, 90.0, 2, true);
+        let text = metrics.render();
+        for sample in [
+            "contractd_webhook_deliveries_total{endpoint=\"crm\",outcome=\"retry\"} 1\n",
+            "contractd_webhook_pending_deliveries{endpoint=\"crm\"} 4\n",
+            "contractd_webhook_oldest_pending_age_seconds{endpoint=\"crm\"} 90.0\n",
+            "contractd_webhook_failed_deliveries{endpoint=\"crm\"} 2\n",
+            "contractd_webhook_endpoint_disabled{endpoint=\"crm\"} 1\n",
+        ] {
+            assert!(text.contains(sample), "{sample} missing:\n{text}");
+        }
     }
 
     #[test]
