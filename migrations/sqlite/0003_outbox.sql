@@ -38,9 +38,11 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (endpoint, event_id)
 );
 
--- The claim's candidates (due pending deliveries) and the backlog's pending count: only
--- pending rows, so the index stays as small as the backlog.
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
+-- The claim's candidates and the backlog's pending count: only pending rows, so the index
+-- stays as small as the backlog, in event order, so that a claim (ORDER BY event_id LIMIT n)
+-- walks the oldest pending deliveries and stops after n instead of sorting the whole backlog
+-- (ordered by next attempt, a claim read and sorted every pending row: 37 ms at 6,000).
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (event_id)
     WHERE status = 'pending';
 -- The claim's per-contract order check (an earlier undelivered delivery of the same contract
 -- and endpoint holds the later ones back): only undelivered rows.

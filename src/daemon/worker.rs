@@ -135,7 +135,9 @@ impl<S: ContractStore> std::fmt::Debug for Worker<S> {
 }
 
 impl<S: ContractStore> Worker<S> {
-    /// A worker with nothing known yet: the first tick reads the zone list.
+    /// A worker with nothing known yet: the first tick reads the zone list. Each argument is
+    /// a collaborator the daemon shares with other tasks, hence their number.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: S,
         clock: SharedClock,

@@ -348,7 +348,14 @@ pub async fn deliver_due<S: OutboxStore>(
             report.interrupted = true;
             more_due = false;
         }
-        if more_due && first_error.is_none() && in_flight.len() < IN_FLIGHT && !enabled.is_empty() {
+        // Claim once half the slots are free rather than after every attempt: a claim is a
+        // write (one connection on SQLite), and one per delivery made the pass as slow as
+        // its claims.
+        if more_due
+            && first_error.is_none()
+            && in_flight.len() <= IN_FLIGHT / 2
+            && !enabled.is_empty()
+        {
             let room = IN_FLIGHT - in_flight.len();
             let claimed = store
                 .claim_deliveries(
@@ -363,15 +370,16 @@ pub async fn deliver_due<S: OutboxStore>(
                 Ok(claimed) => {
                     more_due = claimed.len() == room;
                     for delivery in claimed {
-                        in_flight.push(attempt(store, webhooks, owner, clock, delivery));
+                        in_flight.push(send(webhooks, clock, delivery));
                     }
                 }
                 Err(error) => first_error = Some(error),
             }
         }
-        let Some(completed) = in_flight.next().await else {
+        let Some(sent) = in_flight.next().await else {
             break;
         };
+        let completed = record(store, webhooks, owner, clock, sent).await;
         match completed {
             Ok(Completed::Recorded {
                 kind,
@@ -411,18 +419,20 @@ pub async fn deliver_due<S: OutboxStore>(
     }
 }
 
-/// Send one claimed delivery and record the attempt.
-async fn attempt<S: OutboxStore>(
-    store: &S,
-    webhooks: &Webhooks,
-    owner: &str,
-    clock: &dyn Clock,
+/// A claimed delivery and what its receiver made of the attempt.
+struct Sent {
+    /// The delivery, as claimed.
     delivery: ClaimedDelivery,
-) -> Result<Completed, StorageError> {
-    let number = u32::try_from(delivery.attempts.saturating_add(1).max(1)).unwrap_or(u32::MAX);
-    let event_id = EventId(delivery.event.position.id);
-    let webhook_id = event_id.to_string();
-    let public_type = event_type(&delivery.event.kind);
+    /// How the attempt ended.
+    result: SendResult,
+}
+
+/// Send one claimed delivery. No database work happens here: the pass records attempts one
+/// at a time on its own, so that attempts in flight never hold a connection that the pass's
+/// next claim waits for (SQLite writes through a single connection; an attempt parked
+/// mid-record while the pass awaited a claim deadlocked the two).
+async fn send(webhooks: &Webhooks, clock: &dyn Clock, delivery: ClaimedDelivery) -> Sent {
+    let webhook_id = EventId(delivery.event.position.id).to_string();
     let result = match webhooks.endpoint(&delivery.endpoint) {
         Some(endpoint) => {
             // Serializing a JSON value into a Vec cannot fail.
@@ -442,6 +452,22 @@ async fn attempt<S: OutboxStore>(
             duration: Duration::ZERO,
         },
     };
+    Sent { delivery, result }
+}
+
+/// Record an attempt that [`send`] made, with what follows for its delivery.
+async fn record<S: OutboxStore>(
+    store: &S,
+    webhooks: &Webhooks,
+    owner: &str,
+    clock: &dyn Clock,
+    sent: Sent,
+) -> Result<Completed, StorageError> {
+    let Sent { delivery, result } = sent;
+    let number = u32::try_from(delivery.attempts.saturating_add(1).max(1)).unwrap_or(u32::MAX);
+    let event_id = EventId(delivery.event.position.id);
+    let webhook_id = event_id.to_string();
+    let public_type = event_type(&delivery.event.kind);
     let at_ms = unix_ms(clock.now());
     let (kind, outcome) = match result.verdict {
         Verdict::Delivered => (OutcomeKind::Delivered, AttemptResult::Delivered),

@@ -714,6 +714,9 @@ where
     assert_eq!(gone.attempts, 1);
     assert_eq!(gone.last_status, Some(410));
     assert_eq!(gone.next_attempt_ms, Some(NOW + 7));
+    // A process that still believes the endpoint enabled (another replica, a `deliver` run)
+    // claims nothing of it while it is disabled.
+    assert!(claim_at(&store, &hooks, "p3", NOW + 8, 10).await.is_empty());
 
     store
         .set_endpoint_disabled("hooks", None)

@@ -106,8 +106,9 @@ static LOCK_ENDPOINT_SQL: LazyLock<String> = LazyLock::new(|| {
 /// Take the due deliveries: pending, due, not leased by a live process, to one of the
 /// endpoints `$1`, and the earliest undelivered one of their contract for their endpoint
 /// (an earlier delivery that is leased, waiting for a retry or failed holds the later ones
-/// back: its status is still not `delivered`). Rows another claim has locked are skipped;
-/// the candidates are picked in a CTE so they are evaluated once.
+/// back: its status is still not `delivered`), and never of an endpoint that is disabled
+/// (another process may have disabled it after a 410 Gone). Rows another claim has locked
+/// are skipped; the candidates are picked in a CTE so they are evaluated once.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH picked AS (SELECT d.id FROM webhook_deliveries AS d \
@@ -117,6 +118,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS e WHERE e.endpoint = d.endpoint \
          AND e.contract_id = d.contract_id AND e.event_id < d.event_id \
          AND e.status <> 'delivered') \
+         AND NOT EXISTS (SELECT 1 FROM webhook_endpoints AS x WHERE x.name = d.endpoint \
+         AND x.disabled_at_ms IS NOT NULL) \
          ORDER BY d.event_id LIMIT $5 FOR UPDATE SKIP LOCKED) \
          UPDATE webhook_deliveries AS w SET lease_owner = $2, lease_until_ms = $3 + $4 \
          FROM picked WHERE w.id = picked.id RETURNING {}",

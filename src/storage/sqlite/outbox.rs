@@ -98,7 +98,9 @@ static ENDPOINT_CURSOR_SQL: LazyLock<String> = LazyLock::new(|| {
 /// Take the due deliveries: pending, due, not leased by a live process, to one of the
 /// endpoints in the JSON array `?1`, and the earliest undelivered one of their contract for
 /// their endpoint (an earlier delivery that is leased, waiting for a retry or failed holds
-/// the later ones back: its status is still not `delivered`).
+/// the later ones back: its status is still not `delivered`). A disabled endpoint's
+/// deliveries are never taken, whatever the caller believes is enabled (another process may
+/// have disabled it after a 410 Gone).
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE webhook_deliveries SET lease_owner = ?2, lease_until_ms = ?3 + ?4 \
@@ -109,6 +111,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS e WHERE e.endpoint = d.endpoint \
          AND e.contract_id = d.contract_id AND e.event_id < d.event_id \
          AND e.status <> 'delivered') \
+         AND NOT EXISTS (SELECT 1 FROM webhook_endpoints AS x WHERE x.name = d.endpoint \
+         AND x.disabled_at_ms IS NOT NULL) \
          ORDER BY d.event_id LIMIT ?5) RETURNING {}",
         select_list::<SqliteDialect>(CLAIMED_COLUMNS)
     )
