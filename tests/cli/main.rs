@@ -11,3 +11,4 @@ mod action_helpers;
 mod actions;
 mod config;
 mod import_export;
+mod webhooks;

@@ -915,3 +915,67 @@ impl Drop for DropDatabases {
         .join();
     }
 }
+
+/// Run an async test body on a runtime of its own: the tests that [`crate::both_databases!`]
+/// lists under `backend:` are synchronous.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// A brand-new database for one test of the binary, with a temporary directory for its
+/// files: a SQLite file there, or a new PostgreSQL database dropped when this is dropped
+/// (also when the test panics).
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    /// The test's files (and the SQLite database).
+    pub dir: tempfile::TempDir,
+    /// Drops the PostgreSQL database.
+    _cleanup: DropDatabases,
+}
+
+impl TestDatabase {
+    /// A new, empty database on `backend` (the binary migrates it on first use).
+    pub async fn new(backend: crate::support::Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (url, cleanup) = match backend {
+            crate::support::Backend::Sqlite => {
+                (sqlite_url_in(dir.path(), "t.db"), DropDatabases(Vec::new()))
+            }
+            crate::support::Backend::Postgres => {
+                let url = crate::support::fresh_postgres_url().await;
+                (url.clone(), DropDatabases(vec![url]))
+            }
+        };
+        TestDatabase {
+            url,
+            dir,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Write a file into the test's directory; its path.
+    pub fn write_file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("writing a test file");
+        path
+    }
+}
+
+/// `contractd events ARGS…`, which must succeed: the feed's lines.
+pub fn feed(database_url: &str, args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["events"];
+    full.extend_from_slice(args);
+    contractd_ok(database_url, &full, &[])
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("a feed line is not JSON ({error}): {line}"))
+        })
+        .collect()
+}

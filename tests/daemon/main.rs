@@ -10,3 +10,4 @@ mod harness;
 mod endpoints;
 mod interruptions;
 mod postgres;
+mod webhooks;

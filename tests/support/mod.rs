@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the one way to run a test on both databases
 //! ([`both_databases!`]), a brand-new database per test on each backend, raw SQL access for
-//! playing "another system", contracts written as JSON, and a seeded population of them.
+//! playing "another system", contracts written as JSON, a seeded population of them, and
+//! webhook receivers whose captures the Standard Webhooks reference library verifies.
 //!
 //! PostgreSQL is the server at `CONTRACTD_TEST_POSTGRES_URL` (default
 //! [`DEFAULT_POSTGRES_URL`]). Tests that need it fail, never skip, when it cannot be reached.
@@ -10,6 +11,7 @@
 //! suite's shared API, so one that a binary does not use is no dead code in that binary.
 
 pub mod population;
+pub mod webhooks;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
