@@ -59,6 +59,10 @@ use contractd::transfer::import;
 #[path = "../tests/support/population.rs"]
 pub mod population;
 
+/// The machine and load every report starts with, shared by the benchmarks.
+#[path = "common/machine.rs"]
+mod machine;
+
 use population::{Kind, Population};
 
 /// The business date the sweep runs: the first of a month, so monthly deadlines roll over as
@@ -324,8 +328,12 @@ async fn orchestrate(args: &Args) -> anyhow::Result<()> {
         size as f64 / 1048576.0
     );
     let mut report = String::new();
-    writeln!(report, "{}", machine_line())?;
-    writeln!(report, "load average at the start: {}", load_average())?;
+    writeln!(report, "{}", machine::machine_line())?;
+    writeln!(
+        report,
+        "load average at the start: {}",
+        machine::load_average()
+    )?;
     writeln!(
         report,
         "contracts: {}, business date {BUSINESS_DATE}, {} zones, batch size {}, file {:.0} MiB",
@@ -363,7 +371,11 @@ async fn orchestrate(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    writeln!(report, "load average at the end: {}", load_average())?;
+    writeln!(
+        report,
+        "load average at the end: {}",
+        machine::load_average()
+    )?;
     println!("\n==== contractd sweep benchmark ====\n{report}");
     println!(
         "JSON {}",
@@ -373,45 +385,6 @@ async fn orchestrate(args: &Args) -> anyhow::Result<()> {
         bail!("failed on {}", failures.join(", "));
     }
     Ok(())
-}
-
-/// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-fn machine_line() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|count| count.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|model| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map(|kib| format!("{:.0} GiB", kib / 1048576.0))
-        .unwrap_or_else(|| "? GiB".to_string());
-    format!("machine: {cpus} CPUs ({model}), {memory} RAM")
 }
 
 fn postgres_url(admin: &str, database: &str) -> anyhow::Result<String> {

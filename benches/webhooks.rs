@@ -67,6 +67,10 @@ use contractd::webhooks::{deliver_due, run_worker, SecretString, Webhooks, IN_FL
 #[path = "../tests/support/population.rs"]
 pub mod population;
 
+/// The machine and load every report starts with, shared by the benchmarks.
+#[path = "common/machine.rs"]
+mod machine;
+
 use population::Population;
 
 /// The business date the population is generated for (as in the sweep benchmark).
@@ -340,8 +344,12 @@ async fn orchestrate(args: &Args) -> anyhow::Result<()> {
         .tempdir()
         .context("creating a temporary directory")?;
     let mut report = String::new();
-    writeln!(report, "{}", machine_line())?;
-    writeln!(report, "load average at the start: {}", load_average())?;
+    writeln!(report, "{}", machine::machine_line())?;
+    writeln!(
+        report,
+        "load average at the start: {}",
+        machine::load_average()
+    )?;
     writeln!(
         report,
         "events: {} ({} per commit every {} ms in the serve scenarios), {IN_FLIGHT} attempts in \
@@ -395,7 +403,11 @@ async fn orchestrate(args: &Args) -> anyhow::Result<()> {
          its end, fan-out included; serve: from the first commit to the last arrival). Delay: \
          from the commit of an event's import to the first arrival of its webhook-id."
     )?;
-    writeln!(report, "load average at the end: {}", load_average())?;
+    writeln!(
+        report,
+        "load average at the end: {}",
+        machine::load_average()
+    )?;
     println!("\n==== contractd webhooks benchmark ====\n{report}");
     println!(
         "JSON {}",
@@ -853,43 +865,4 @@ impl Outcome {
             "duplicates": self.duplicates,
         })
     }
-}
-
-/// The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-fn machine_line() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|count| count.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|model| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map(|kib| format!("{:.0} GiB", kib / 1048576.0))
-        .unwrap_or_else(|| "? GiB".to_string());
-    format!("machine: {cpus} CPUs ({model}), {memory} RAM")
 }
