@@ -169,7 +169,10 @@ fn nothing_refers_outside_the_repository() {
             ));
         }
     }
-    let outside = ["../shared", "SPEC.md", "SPEC section", "SPEC §", "(SPEC "];
+    // The folder beside the checkout that held the original rules, spelt in two pieces so
+    // that this check does not itself read as a reference to it.
+    let beside = concat!("..", "/shared");
+    let outside = [beside, "SPEC.md", "SPEC section", "SPEC §", "(SPEC "];
     let mut offences = Vec::new();
     for (path, text) in &files {
         if path == "src/tidy.rs" {
