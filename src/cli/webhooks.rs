@@ -17,12 +17,22 @@ fn prepared(settings: &Settings) -> Result<Webhooks, Failure> {
     Webhooks::new(&settings.webhooks).map_err(|error| Failure::Usage(error.into()))
 }
 
+/// The configured endpoints' names: `deliveries` and `redeliver` only talk to the database,
+/// so they need the names, not an HTTP client.
+fn endpoint_names(settings: &Settings) -> Vec<String> {
+    settings
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|endpoint| endpoint.name.clone())
+        .collect()
+}
+
 /// Check that `name` is a configured endpoint.
-fn configured(webhooks: &Webhooks, name: &str) -> Result<(), Failure> {
-    if webhooks.endpoint_names().iter().any(|known| known == name) {
+fn configured(known: &[String], name: &str) -> Result<(), Failure> {
+    if known.iter().any(|known| known == name) {
         return Ok(());
     }
-    let known = webhooks.endpoint_names();
     Err(Failure::Usage(anyhow::anyhow!(
         "--endpoint '{name}' is not a configured endpoint (configured: {})",
         if known.is_empty() {
@@ -97,7 +107,7 @@ pub async fn deliveries<S: OutboxStore>(
     args: DeliveriesArgs,
 ) -> Result<(), Failure> {
     if let Some(name) = &args.endpoint {
-        configured(&prepared(settings)?, name)?;
+        configured(&endpoint_names(settings), name)?;
     }
     let filter = DeliveryFilter {
         endpoint: args.endpoint,
@@ -170,13 +180,13 @@ pub async fn redeliver<S: OutboxStore>(
     settings: &Settings,
     args: RedeliverArgs,
 ) -> Result<(), Failure> {
-    let webhooks = prepared(settings)?;
+    let known = endpoint_names(settings);
     let endpoints = match &args.endpoint {
         Some(name) => {
-            configured(&webhooks, name)?;
+            configured(&known, name)?;
             vec![name.clone()]
         }
-        None => webhooks.endpoint_names(),
+        None => known,
     };
     let mut events = Vec::with_capacity(args.events.len());
     for text in &args.events {
