@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use crate::calendar::Period;
 use crate::storage::Subscription;
 use crate::webhooks::{redact_url, stored_kind, SecretString, SigningKey, TYPE_PREFIX};
 
@@ -84,6 +85,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Billing rules.
     pub billing: BillingSettings,
+    /// Limits on operator cancellations.
+    pub cancellations: CancellationSettings,
     /// Webhook endpoints and how deliveries are retried.
     pub webhooks: WebhookSettings,
 }
@@ -156,6 +159,25 @@ pub struct LogSettings {
 pub struct BillingSettings {
     /// See [`crate::lifecycle::RulePolicy::allow_end_before_billed_to`].
     pub allow_end_before_billed_to: bool,
+}
+
+/// `[cancellations]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancellationSettings {
+    /// How far before today a cancellation's received date may lie (a period such as `90D`)
+    /// unless the operator overrides; `0D` accepts only today.
+    pub max_backdate: String,
+}
+
+impl CancellationSettings {
+    /// `max_backdate` as a period.
+    pub fn max_backdate(&self) -> Result<Period, ConfigError> {
+        Period::parse(&self.max_backdate).map_err(|error| ConfigError::Invalid {
+            key: "cancellations.max_backdate",
+            message: error.to_string(),
+        })
+    }
 }
 
 /// `[webhooks]`: where events are sent and how failed deliveries are retried.
@@ -484,6 +506,7 @@ impl Settings {
                 message: format!("'{}': {error}", self.log.level),
             }
         })?;
+        self.cancellations.max_backdate()?;
         self.webhooks.validate()?;
         Ok(())
     }

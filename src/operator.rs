@@ -1,15 +1,17 @@
 //! Operator actions against a store: cancel (one or many contracts, or one line), end early,
-//! revoke. Each action loads the contract, plans the change with the pure functions of
+//! revoke. Each action loads the contract (for a backdated cancellation also the extensions
+//! in its history), plans the change with the pure functions of
 //! [`crate::lifecycle::actions`] as of today in the contract's zone, and stores it in one
 //! transaction guarded by the version it read (a concurrent change by the sweep makes it
-//! re-read and re-plan, at most a few times).
+//! re-read and re-plan, at most a few times). A dry run plans the same way and stores
+//! nothing.
 
 use chrono::NaiveDate;
 
 use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, Transition};
-use crate::lifecycle::actions::{self, ActionError, CancelRequest, EndEarlyRequest};
+use crate::lifecycle::actions::{self, ActionError, CancelRequest, EndEarlyRequest, PastExtension};
 use crate::lifecycle::RulePolicy;
 use crate::storage::{ContractChange, ContractStore, StorageError};
 
@@ -52,6 +54,26 @@ impl ActionFailure {
     }
 }
 
+/// Whether an action is stored or only planned (`--dry-run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plan and store.
+    Apply,
+    /// Plan exactly as [`Mode::Apply`] would, and write nothing.
+    DryRun,
+}
+
+/// What an action did to one contract (or, in a dry run, would do).
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    /// The contract as it was read, before the action.
+    pub before: Contract,
+    /// The contract after the action and the events that explain it.
+    pub transition: Transition,
+    /// Whether it was stored (false in a dry run).
+    pub written: bool,
+}
+
 /// Load `reference`, plan with `plan(contract, today)` where today is the clock's date in
 /// the contract's zone, and store the transition. Returns the stored transition.
 pub async fn apply<S, F>(
@@ -89,60 +111,129 @@ where
     T: Fn(&Contract) -> NaiveDate,
     F: FnMut(&Contract, NaiveDate) -> Result<Transition, ActionError>,
 {
-    let storage = |error| ActionFailure::Storage {
-        reference: reference.to_string(),
-        error,
+    let step = Step {
+        reference,
+        today_of,
+        now_ms,
+        history: false,
+        mode: Mode::Apply,
     };
-    for _ in 0..ATTEMPTS {
-        let loaded = store
-            .load_contract(reference)
-            .await
-            .map_err(storage)?
-            .ok_or_else(|| ActionFailure::NotFound(reference.to_string()))?;
-        let contract = loaded.contract.map_err(ActionFailure::InvalidRow)?;
-        let transition = plan(&contract, today_of(&contract))?;
-        let change = ContractChange::new(
-            loaded.id,
-            loaded.version,
-            &contract,
-            transition.contract.clone(),
-            transition.events.clone(),
-        );
-        let outcome = store
-            .commit_batch(None, std::slice::from_ref(&change), now_ms)
-            .await
-            .map_err(storage)?;
-        if outcome.applied == 1 {
-            for event in &transition.events {
-                tracing::info!(
-                    event = "action.applied",
-                    action = event.kind.as_str(),
-                    contract_ref = %reference,
-                    line_ref = event.line_ref.as_deref().unwrap_or(""),
-                    effective_on = %event.effective_on,
-                    to_status = transition.contract.status.as_str(),
-                );
+    step.run(store, |contract, _, today| plan(contract, today))
+        .await
+        .map(|outcome| outcome.transition)
+}
+
+/// One action on one contract: how to find today, whether the plan needs the contract's
+/// extensions, and whether to store the result.
+struct Step<'a, T> {
+    reference: &'a str,
+    today_of: T,
+    now_ms: i64,
+    history: bool,
+    mode: Mode,
+}
+
+impl<T: Fn(&Contract) -> NaiveDate> Step<'_, T> {
+    /// Load the contract (and, when asked for, its extensions in force), plan, and store
+    /// guarded by the version read, planning again when the contract changed meanwhile. A
+    /// dry run plans the same way and stores nothing.
+    async fn run<S, F>(&self, store: &S, mut plan: F) -> Result<ActionOutcome, ActionFailure>
+    where
+        S: ContractStore,
+        F: FnMut(&Contract, &[PastExtension], NaiveDate) -> Result<Transition, ActionError>,
+    {
+        let reference = self.reference;
+        let storage = |error| ActionFailure::Storage {
+            reference: reference.to_string(),
+            error,
+        };
+        for _ in 0..ATTEMPTS {
+            let loaded = store
+                .load_contract(reference)
+                .await
+                .map_err(storage)?
+                .ok_or_else(|| ActionFailure::NotFound(reference.to_string()))?;
+            let contract = loaded.contract.map_err(ActionFailure::InvalidRow)?;
+            let extensions = if self.history {
+                let events = store.events(reference).await.map_err(storage)?;
+                PastExtension::in_force(events.iter().map(|event| {
+                    (
+                        event.kind.as_str(),
+                        event.effective_on,
+                        event.line_ref.as_deref(),
+                        &event.details,
+                    )
+                }))
+            } else {
+                Vec::new()
+            };
+            let transition = plan(&contract, &extensions, (self.today_of)(&contract))?;
+            if self.mode == Mode::DryRun {
+                return Ok(ActionOutcome {
+                    before: contract,
+                    transition,
+                    written: false,
+                });
             }
-            return Ok(transition);
+            let change = ContractChange::new(
+                loaded.id,
+                loaded.version,
+                &contract,
+                transition.contract.clone(),
+                transition.events.clone(),
+            );
+            let outcome = store
+                .commit_batch(None, std::slice::from_ref(&change), self.now_ms)
+                .await
+                .map_err(storage)?;
+            if outcome.applied == 1 {
+                for event in &transition.events {
+                    tracing::info!(
+                        event = "action.applied",
+                        action = event.kind.as_str(),
+                        contract_ref = %reference,
+                        line_ref = event.line_ref.as_deref().unwrap_or(""),
+                        effective_on = %event.effective_on,
+                        to_status = transition.contract.status.as_str(),
+                    );
+                }
+                return Ok(ActionOutcome {
+                    before: contract,
+                    transition,
+                    written: true,
+                });
+            }
         }
+        Err(ActionFailure::Contended(reference.to_string()))
     }
-    Err(ActionFailure::Contended(reference.to_string()))
 }
 
 /// Cancel each of `references` on its own, as of today in each contract's zone: one bad ref
-/// does not stop the others. The results come in the order of `references`.
+/// does not stop the others. Each is weighed against the contract as it stood on the
+/// received date, with the extensions since read from its history. The results come in the
+/// order of `references`.
 pub async fn cancel<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
     policy: RulePolicy,
     references: &[String],
     request: &CancelRequest,
-) -> Vec<Result<Transition, ActionFailure>> {
+    mode: Mode,
+) -> Vec<Result<ActionOutcome, ActionFailure>> {
+    let now = clock.now();
     let mut results = Vec::with_capacity(references.len());
     for reference in references {
+        let step = Step {
+            reference,
+            today_of: |contract: &Contract| business_date(now, contract.time_zone),
+            now_ms: unix_ms(now),
+            // The end date on the received date, which the extensions since tell.
+            history: true,
+            mode,
+        };
         results.push(
-            apply(store, clock, reference, |contract, today| {
-                actions::cancel(contract, request, today, &policy)
+            step.run(store, |contract, extensions, today| {
+                actions::cancel_with_history(contract, request, extensions, today, &policy)
             })
             .await,
         );
@@ -157,8 +248,17 @@ pub async fn end<S: ContractStore>(
     policy: RulePolicy,
     reference: &str,
     request: &EndEarlyRequest,
-) -> Result<Transition, ActionFailure> {
-    apply(store, clock, reference, |contract, today| {
+    mode: Mode,
+) -> Result<ActionOutcome, ActionFailure> {
+    let now = clock.now();
+    let step = Step {
+        reference,
+        today_of: |contract: &Contract| business_date(now, contract.time_zone),
+        now_ms: unix_ms(now),
+        history: false,
+        mode,
+    };
+    step.run(store, |contract, _, today| {
         actions::end_early(contract, request, today, &policy)
     })
     .await
@@ -170,8 +270,17 @@ pub async fn revoke<S: ContractStore>(
     clock: &dyn Clock,
     reference: &str,
     line: Option<&str>,
-) -> Result<Transition, ActionFailure> {
-    apply(store, clock, reference, |contract, today| {
+    mode: Mode,
+) -> Result<ActionOutcome, ActionFailure> {
+    let now = clock.now();
+    let step = Step {
+        reference,
+        today_of: |contract: &Contract| business_date(now, contract.time_zone),
+        now_ms: unix_ms(now),
+        history: false,
+        mode,
+    };
+    step.run(store, |contract, _, today| {
         actions::revoke(contract, line, today)
     })
     .await

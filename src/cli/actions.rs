@@ -1,12 +1,16 @@
-//! `cancel`, `end` and `revoke`: call the operator actions, print one line per contract, and
-//! add to a refusal the command line that gets past it.
+//! `cancel`, `end` and `revoke`: call the operator actions, print one line per contract (in a
+//! dry run followed by every change it would make), and add to a refusal the command line
+//! that gets past it.
 
+use contractd::calendar::Period;
 use contractd::clock::Clock;
-use contractd::contract::Transition;
+use contractd::contract::record::ContractRecord;
+use contractd::contract::{Contract, Transition};
 use contractd::lifecycle::actions::{ActionError, CancelRequest, EndEarlyRequest};
 use contractd::lifecycle::RulePolicy;
-use contractd::operator::{self, ActionFailure};
+use contractd::operator::{self, ActionFailure, ActionOutcome, Mode};
 use contractd::storage::ContractStore;
+use serde_json::Value;
 
 use super::args::{CancelArgs, EndArgs, RevokeArgs};
 use super::Failure;
@@ -16,6 +20,7 @@ pub async fn cancel<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
     policy: RulePolicy,
+    max_backdate: Period,
     args: CancelArgs,
 ) -> Result<(), Failure> {
     let request = CancelRequest {
@@ -27,8 +32,10 @@ pub async fn cancel<S: ContractStore>(
         override_notice: args.override_notice,
         immediately: args.immediately,
         final_invoice: args.final_invoice,
+        max_backdate: Some(max_backdate),
     };
-    report(operator::cancel(store, clock, policy, &args.references, &request).await)
+    let mode = mode(args.dry_run);
+    report(operator::cancel(store, clock, policy, &args.references, &request, mode).await)
 }
 
 /// `contractd end REF --end-date D --reason R`.
@@ -44,8 +51,9 @@ pub async fn end<S: ContractStore>(
         reason: args.reason,
         notes: args.notes,
     };
+    let mode = mode(args.dry_run);
     report(vec![
-        operator::end(store, clock, policy, &args.reference, &request).await,
+        operator::end(store, clock, policy, &args.reference, &request, mode).await,
     ])
 }
 
@@ -55,19 +63,38 @@ pub async fn revoke<S: ContractStore>(
     clock: &dyn Clock,
     args: RevokeArgs,
 ) -> Result<(), Failure> {
+    let mode = mode(args.dry_run);
     report(vec![
-        operator::revoke(store, clock, &args.reference, args.line.as_deref()).await,
+        operator::revoke(store, clock, &args.reference, args.line.as_deref(), mode).await,
     ])
 }
 
+fn mode(dry_run: bool) -> Mode {
+    if dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    }
+}
+
 /// Print the per-contract results of a (bulk) action and choose the exit code: 0 when all
-/// succeeded; otherwise 3 when every failure was the operator's input, else 1.
-fn report(results: Vec<Result<Transition, ActionFailure>>) -> Result<(), Failure> {
+/// succeeded; otherwise 3 when every failure was the operator's input, else 1. A dry run
+/// prints, under each contract's line, every change it would make.
+fn report(results: Vec<Result<ActionOutcome, ActionFailure>>) -> Result<(), Failure> {
     let mut input_failures = 0;
     let mut system_failures = 0;
     for result in &results {
         match result {
-            Ok(transition) => println!("{}", describe(transition)),
+            Ok(outcome) if outcome.written => println!("{}", describe(&outcome.transition)),
+            Ok(outcome) => {
+                println!(
+                    "dry run, nothing written: {}",
+                    describe(&outcome.transition)
+                );
+                for change in changes(&outcome.before, &outcome.transition) {
+                    println!("  {change}");
+                }
+            }
             Err(failure) => {
                 eprintln!("{}", explain(failure));
                 if failure.is_invalid_input() {
@@ -123,6 +150,83 @@ fn describe(transition: &Transition) -> String {
     )
 }
 
+/// Every change from `before` to the transition's contract, one line each, in the words of
+/// the export format: the contract's fields that differ (`field: old -> new`), lines whose
+/// fields differ, schedules and documents deleted, changed or added, then each event with
+/// its effective date and details.
+fn changes(before: &Contract, transition: &Transition) -> Vec<String> {
+    let old = serde_json::to_value(ContractRecord::from_contract(before)).unwrap_or_default();
+    let new = serde_json::to_value(ContractRecord::from_contract(&transition.contract))
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+        for (field, new_value) in new {
+            if matches!(field.as_str(), "lines" | "schedules" | "documents") {
+                continue;
+            }
+            let old_value = old.get(field).unwrap_or(&Value::Null);
+            if old_value != new_value {
+                lines.push(format!("{field}: {old_value} -> {new_value}"));
+            }
+        }
+    }
+    let rows = |record: &Value, key: &str| -> Vec<Value> {
+        record
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (key, identity) in [
+        ("lines", &["ref"][..]),
+        ("schedules", &["line_ref", "period_start"][..]),
+        ("documents", &["ref"][..]),
+    ] {
+        let key_of = |row: &Value| -> String {
+            identity
+                .iter()
+                .map(|field| row.get(*field).map(Value::to_string).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (old_rows, new_rows) = (rows(&old, key), rows(&new, key));
+        for row in &old_rows {
+            match new_rows
+                .iter()
+                .find(|new_row| key_of(new_row) == key_of(row))
+            {
+                None => lines.push(format!("{key} deleted: {row}")),
+                Some(new_row) if new_row != row => {
+                    lines.push(format!("{key} changed: {row} -> {new_row}"));
+                }
+                Some(_) => {}
+            }
+        }
+        for row in &new_rows {
+            if !old_rows
+                .iter()
+                .any(|old_row| key_of(old_row) == key_of(row))
+            {
+                lines.push(format!("{key} added: {row}"));
+            }
+        }
+    }
+    for event in &transition.events {
+        lines.push(format!(
+            "event {} effective {}{}: {}",
+            event.kind,
+            event.effective_on,
+            event
+                .line_ref
+                .as_deref()
+                .map(|line| format!(" line {line}"))
+                .unwrap_or_default(),
+            event.details
+        ));
+    }
+    lines
+}
+
 /// Why an action did not happen, with what to type to get past a refusal where there is such
 /// a command.
 fn explain(failure: &ActionFailure) -> String {
@@ -162,6 +266,7 @@ fn refusal_with_hint(refusal: &ActionError) -> String {
             format!("{message}; use --override to end it earlier")
         }
         ActionError::ReasonRequired { .. } => format!("{message} (--reason)"),
+        ActionError::ReceivedTooLongAgo { .. } => format!("{message} (use --override)"),
         _ => message,
     }
 }

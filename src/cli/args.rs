@@ -167,7 +167,8 @@ pub struct CancelArgs {
     /// Cancel only this line.
     #[arg(long, value_name = "L")]
     pub line: Option<String>,
-    /// Ignore notice period and minimum term (administrator cancel).
+    /// Ignore notice period, minimum term and window, and the limit on how far back the
+    /// received date may lie (administrator cancel).
     #[arg(long = "override")]
     pub override_notice: bool,
     /// End today and execute at once.
@@ -176,6 +177,10 @@ pub struct CancelArgs {
     /// Create a final invoice when the cancellation executes.
     #[arg(long)]
     pub final_invoice: bool,
+    /// Show what would change (end dates, extensions undone, schedules, documents, events)
+    /// and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
     #[arg(long, value_name = "INSTANT", hide = true)]
     pub now: Option<DateTime<Utc>>,
@@ -198,6 +203,9 @@ pub struct EndArgs {
     /// Allow ending before already billed periods end (credits the difference).
     #[arg(long)]
     pub allow_end_before_billed_to: bool,
+    /// Show what would change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
     #[arg(long, value_name = "INSTANT", hide = true)]
     pub now: Option<DateTime<Utc>>,
@@ -211,6 +219,9 @@ pub struct RevokeArgs {
     /// Revoke the pending cancellation of this line.
     #[arg(long, value_name = "L")]
     pub line: Option<String>,
+    /// Show what would change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
     #[arg(long, value_name = "INSTANT", hide = true)]
     pub now: Option<DateTime<Utc>>,

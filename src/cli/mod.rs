@@ -214,7 +214,11 @@ async fn execute<S: ContractStore + OutboxStore>(
         Command::Redeliver(args) => webhooks::redeliver(&store, settings, args).await,
         Command::Cancel(args) => {
             let clock = action_clock(args.now);
-            actions::cancel(&store, clock.as_ref(), policy, args).await
+            let max_backdate = settings
+                .cancellations
+                .max_backdate()
+                .map_err(|error| Failure::Usage(error.into()))?;
+            actions::cancel(&store, clock.as_ref(), policy, max_backdate, args).await
         }
         Command::End(args) => {
             let clock = action_clock(args.now);

@@ -23,6 +23,8 @@ text_enum! {
         LineCancellationExecuted => "line_cancellation_executed",
         /// The end date moved by one or more extension terms.
         Extended => "extended",
+        /// An extension was undone by a cancellation received before it ran.
+        ExtensionReverted => "extension_reverted",
         /// The contract reached its end date: status `expired`.
         Expired => "expired",
         /// A line reached its own end date while the contract goes on.

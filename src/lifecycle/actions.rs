@@ -9,7 +9,15 @@
 //! Decisions where the rules are silent (gathered in docs/rules.md §11):
 //!
 //! - **Received date** `R` may not lie after today (a cancellation cannot be received in the
-//!   future).
+//!   future), nor before the contract's start, nor further back than
+//!   `cancellations.max_backdate` unless overridden.
+//! - **The received date decides** (docs/rules.md §6.2): the cancellation is weighed against
+//!   the contract as it stood on `R`, and the extensions since that took it past the
+//!   cancellation's end date are undone in the same transition ([`PastExtension`]: the
+//!   operator reads them from the history). An extension made by the sweep of `R` itself
+//!   counts as not yet made when judging, but is never undone.
+//! - **An end date already past** executes at once, its events effective on the day after the
+//!   end date, as the sweep of that day would have written them.
 //! - **`immediately`** ends the contract (or line) today and executes at once. It is the
 //!   Nexudus admin cancel, so it implies `override_notice`; combined with a different
 //!   `end_date` it is an error.
@@ -49,7 +57,9 @@ use super::rules::{
     execute_pending_cancellation, execute_pending_line_cancellation, extend_contract,
 };
 use super::{RulePolicy, RuleRefusal};
+use crate::calendar::{shift, Period};
 use crate::calendar::{shift_back, CancellationTerms, CancellationWindow};
+use crate::contract::record::parse_date;
 use crate::contract::{
     Cancellation, ChangeRequestStatus, Contract, ContractEvent, ContractStatus, DocumentKind,
     DocumentStatus, EventKind, LineStatus, RenewalStatus, ScheduleStatus, Transition,
@@ -78,6 +88,96 @@ pub struct CancelRequest {
     /// Create a final invoice of the remaining planned schedules when the cancellation
     /// executes (`--final-invoice`).
     pub final_invoice: bool,
+    /// How far before today the received date may lie (configuration
+    /// `cancellations.max_backdate`); `None`: no limit. `override_notice` and `immediately`
+    /// lift it.
+    pub max_backdate: Option<Period>,
+}
+
+/// An extension the contract went through, as its `extended` event recorded it. A
+/// cancellation received before the extension ran is weighed against the contract as it
+/// stood on its received date, and the extension is undone (docs/rules.md §6.2); the
+/// operator loads these facts from the contract's history and hands them in, so planning
+/// stays a pure function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastExtension {
+    /// The business date the extension took effect on.
+    pub effective_on: NaiveDate,
+    /// The end date before it.
+    pub from: NaiveDate,
+    /// The end date after it.
+    pub to: NaiveDate,
+    /// How many extension terms it added, when the event says.
+    pub terms: Option<u32>,
+    /// The lines whose end date moved with the contract's.
+    pub lines_moved: Vec<String>,
+}
+
+impl PastExtension {
+    /// The extensions still in force in a contract's history, oldest first: every `extended`
+    /// event (`kind`, `effective_on`, `details`, oldest first) that no later
+    /// `extension_reverted` event of the same `from` and `to` (of the contract, not of one
+    /// line) has undone. Events of other kinds, and details without both dates, are skipped.
+    pub fn in_force<'a, I>(events: I) -> Vec<PastExtension>
+    where
+        I: IntoIterator<Item = (&'a str, NaiveDate, Option<&'a str>, &'a serde_json::Value)>,
+    {
+        let mut extensions: Vec<PastExtension> = Vec::new();
+        for (kind, effective_on, line_ref, details) in events {
+            let date = |key: &str| {
+                details
+                    .get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(parse_date)
+            };
+            let (Some(from), Some(to)) = (date("from"), date("to")) else {
+                continue;
+            };
+            match EventKind::parse(kind) {
+                Some(EventKind::Extended) => extensions.push(PastExtension {
+                    effective_on,
+                    from,
+                    to,
+                    terms: details
+                        .get("terms")
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|terms| u32::try_from(terms).ok()),
+                    lines_moved: details
+                        .get("lines_moved")
+                        .and_then(serde_json::Value::as_array)
+                        .map(|lines| {
+                            lines
+                                .iter()
+                                .filter_map(|line| line.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                Some(EventKind::ExtensionReverted) if line_ref.is_none() => {
+                    if let Some(index) = extensions
+                        .iter()
+                        .rposition(|extension| extension.from == from && extension.to == to)
+                    {
+                        extensions.remove(index);
+                    }
+                }
+                Some(EventKind::ExtensionReverted) => {
+                    // A line's share of an extension was undone: that line no longer moved.
+                    if let Some(extension) = extensions
+                        .iter_mut()
+                        .rev()
+                        .find(|extension| extension.from == from && extension.to == to)
+                    {
+                        extension
+                            .lines_moved
+                            .retain(|line| Some(line.as_str()) != line_ref);
+                    }
+                }
+                _ => {}
+            }
+        }
+        extensions
+    }
 }
 
 /// A request to end a contract early (`contractd end`, Billing Central).
@@ -187,6 +287,55 @@ pub enum ActionError {
         received_on: NaiveDate,
         /// Today in the contract's zone.
         today: NaiveDate,
+    },
+    /// The received date lies before the contract's start.
+    #[error(
+        "contract '{contract}': received_on {received_on} is before the start_date \
+         {start_date}; a cancellation cannot be received before the contract starts"
+    )]
+    ReceivedBeforeStart {
+        /// The contract's ref.
+        contract: String,
+        /// The received date given.
+        received_on: NaiveDate,
+        /// The contract's start date.
+        start_date: NaiveDate,
+    },
+    /// The received date lies further back than `cancellations.max_backdate` allows.
+    #[error(
+        "contract '{contract}': received_on {received_on} is further back than \
+         cancellations.max_backdate ({max_backdate}) allows: the earliest received date \
+         accepted today ({today}) is {earliest}; check the date, or override the limit"
+    )]
+    ReceivedTooLongAgo {
+        /// The contract's ref.
+        contract: String,
+        /// The received date given.
+        received_on: NaiveDate,
+        /// The configured limit.
+        max_backdate: Period,
+        /// The earliest received date accepted today.
+        earliest: NaiveDate,
+        /// Today in the contract's zone.
+        today: NaiveDate,
+    },
+    /// The end date was moved after the received date by something other than the
+    /// extensions recorded since, so the contract as of that day cannot be worked out.
+    #[error(
+        "contract '{contract}': end_date {} is not where the extensions since \
+         received_on {received_on} left it ({extended_to}); it was changed otherwise since, \
+         so the contract as it stood on {received_on} cannot be worked out",
+        end_date.map_or_else(|| "(none)".to_string(), |end| end.to_string())
+    )]
+    EndDateChangedSinceReceived {
+        /// The contract's ref.
+        contract: String,
+        /// The received date given.
+        received_on: NaiveDate,
+        /// The contract's current end date.
+        end_date: Option<NaiveDate>,
+        /// Where the extensions after the received date took it.
+        extended_to: NaiveDate,
     },
     /// `immediately` with an end date other than today.
     #[error(
@@ -385,6 +534,10 @@ struct Target {
     contract: String,
     line: Option<String>,
     terms: CancellationTerms,
+    /// End dates the contract had before extensions made on or before the received date: no
+    /// longer possible, but asked for they are refused as late (their deadline passed before
+    /// the extension ran), as they would have been before it.
+    former_end_dates: Vec<NaiveDate>,
 }
 
 impl Target {
@@ -446,6 +599,16 @@ impl Target {
             });
         }
         if !self.terms.is_possible_end_date(end) {
+            if self.former_end_dates.contains(&end) {
+                return Err(ActionError::NoticeMissed {
+                    contract: self.contract.clone(),
+                    line: self.line.clone(),
+                    end_date: end,
+                    deadline: shift_back(end, self.terms.notice_period),
+                    received_on: received,
+                    next: next_reachable(&self.terms, end, received),
+                });
+            }
             if let Some(current) = self.terms.end_date.filter(|current| end > *current) {
                 if self.terms.extension_term.is_none() {
                     return Err(ActionError::EndDateAfterEnd {
@@ -512,24 +675,53 @@ fn refused(contract: &Contract, refusal: RuleRefusal) -> ActionError {
 }
 
 /// Register a cancellation of a contract or one of its lines (NCRC, Nexudus), as received on
-/// `request.received_on` (default `today`).
-///
-/// The end date is the cancellation date `C(R)`, or the requested one, which must be a
-/// possible end date whose notice deadline is on or after `R`; otherwise the error names the
-/// missed deadline and the next possible end date with its deadline. `override_notice` and
-/// `immediately` waive notice, minimum term and window (see the module docs). Registering
-/// turns `auto_extend` off (of the contract, or of the line), remembers the old value in
-/// `restore_auto_extend`, records the cancellation and leaves the status `active`; the dates
-/// are recomputed as of today. With `immediately`, or an end date before today, the
-/// cancellation executes at once (billing effects, final invoice if asked for). Refused, when
-/// it executes at once and when it is only registered, for billed schedules beyond the end
-/// date (see [`RulePolicy`]): a registered one would be refused by every sweep.
-///
-/// Events: `cancellation_registered` / `line_cancellation_registered` (reason and notes in the
-/// details), then the execution's events when it executes at once.
+/// `request.received_on` (default `today`), for a contract with no history to consult: see
+/// [`cancel_with_history`].
 pub fn cancel(
     contract: &Contract,
     request: &CancelRequest,
+    today: NaiveDate,
+    policy: &RulePolicy,
+) -> Result<Transition, ActionError> {
+    cancel_with_history(contract, request, &[], today, policy)
+}
+
+/// Register a cancellation of a contract or one of its lines (NCRC, Nexudus), as received on
+/// `request.received_on` (default `today`); `extensions` are the contract's extensions still
+/// in force, oldest first ([`PastExtension::in_force`]).
+///
+/// The received date `R` may not lie after today, before the contract's start, or further
+/// back than `request.max_backdate` (unless overridden). The cancellation is weighed against
+/// the contract as it stood on `R`: the end date before the first extension that took effect
+/// after `R`. Its end date is the cancellation date `C(R)`, or the requested one, which must
+/// be a possible end date whose notice deadline is on or after `R`; otherwise the error
+/// names the missed deadline and the next possible end date with its deadline.
+/// `override_notice` and `immediately` waive notice, minimum term and window (see the module
+/// docs).
+///
+/// Every extension after `R` that took the end date (of the contract, or of the line) past
+/// that end date is undone first (event `extension_reverted` for each, newest first): the end
+/// date and the lines it moved go back, the planned schedules of the undone terms are
+/// deleted, billed ones refused unless the policy allows it and then credited
+/// ([`billing::retract_billing`]). When the end date lies beyond where that leaves the
+/// contract, the contract is extended to it as for a cancellation into a later term.
+///
+/// Registering turns `auto_extend` off (of the contract, or of the line), remembers the old
+/// value in `restore_auto_extend`, records the cancellation and leaves the status `active`;
+/// the dates are recomputed as of today. With `immediately`, or an end date before today, the
+/// cancellation executes at once (billing effects, final invoice if asked for), its events
+/// effective on the day after the end date as the sweep would have written them (today for
+/// `immediately`). Refused, when it executes at once and when it is only registered, for
+/// billed schedules beyond the end date (see [`RulePolicy`]): a registered one would be
+/// refused by every sweep.
+///
+/// Events: `extension_reverted` (one per undone extension), `cancellation_registered` /
+/// `line_cancellation_registered` (reason and notes in the details), then the execution's
+/// events when it executes at once.
+pub fn cancel_with_history(
+    contract: &Contract,
+    request: &CancelRequest,
+    extensions: &[PastExtension],
     today: NaiveDate,
     policy: &RulePolicy,
 ) -> Result<Transition, ActionError> {
@@ -549,6 +741,28 @@ pub fn cancel(
             today,
         });
     }
+    if received < contract.start_date {
+        return Err(ActionError::ReceivedBeforeStart {
+            contract: reference,
+            received_on: received,
+            start_date: contract.start_date,
+        });
+    }
+    if let Some(max_backdate) = request
+        .max_backdate
+        .filter(|_| !request.override_notice && !request.immediately)
+    {
+        let earliest = shift_back(today, max_backdate);
+        if received < earliest {
+            return Err(ActionError::ReceivedTooLongAgo {
+                contract: reference,
+                received_on: received,
+                max_backdate,
+                earliest,
+                today,
+            });
+        }
+    }
     if let Some(end_date) = request
         .end_date
         .filter(|end| request.immediately && *end != today)
@@ -565,28 +779,111 @@ pub fn cancel(
             end_date: pending.end_date,
         });
     }
+    let since = Since::new(contract, extensions, received, today)?;
     match &request.line {
-        None => cancel_contract(contract, request, received, today, policy),
-        Some(line) => cancel_line(contract, line, request, received, today, policy),
+        None => cancel_contract(contract, request, &since, policy),
+        Some(line) => cancel_line(contract, line, request, &since, policy),
+    }
+}
+
+/// The received date, today, and the extensions the contract had not been through yet when
+/// the cancellation was received (oldest first), checked to lead from the end date of that day
+/// to the current one. An extension that took effect on the received date itself counts as
+/// not yet made: the sweep of a business date decides on what fell due before it, so the
+/// received date is weighed against the end date that sweep started from (a catch-up sweep
+/// and a daily one then refuse a late cancellation alike). Only extensions that took effect
+/// after the received date are ever undone.
+struct Since<'a> {
+    received: NaiveDate,
+    today: NaiveDate,
+    extensions: Vec<&'a PastExtension>,
+    /// The end dates extensions before the received date moved the contract from.
+    former_end_dates: Vec<NaiveDate>,
+}
+
+impl<'a> Since<'a> {
+    fn new(
+        contract: &Contract,
+        extensions: &'a [PastExtension],
+        received: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<Since<'a>, ActionError> {
+        let later: Vec<&PastExtension> = extensions
+            .iter()
+            .filter(|extension| extension.effective_on >= received)
+            .collect();
+        if let Some(last) = later.last() {
+            let chained = later.windows(2).all(|pair| pair[0].to == pair[1].from);
+            if !chained || contract.end_date != Some(last.to) {
+                if received == today {
+                    // Nothing is undone for a cancellation received today: judge it against
+                    // the contract as it is.
+                    return Ok(Since {
+                        received,
+                        today,
+                        extensions: Vec::new(),
+                        former_end_dates: Vec::new(),
+                    });
+                }
+                return Err(ActionError::EndDateChangedSinceReceived {
+                    contract: contract.reference.clone(),
+                    received_on: received,
+                    end_date: contract.end_date,
+                    extended_to: last.to,
+                });
+            }
+        }
+        let former_end_dates = extensions
+            .iter()
+            .filter(|extension| extension.effective_on < received)
+            .map(|extension| extension.from)
+            .collect();
+        Ok(Since {
+            received,
+            today,
+            extensions: later,
+            former_end_dates,
+        })
+    }
+
+    /// The contract's end date on the received date.
+    fn contract_end(&self, contract: &Contract) -> Option<NaiveDate> {
+        self.extensions
+            .first()
+            .map(|first| first.from)
+            .or(contract.end_date)
     }
 }
 
 fn cancel_contract(
     contract: &Contract,
     request: &CancelRequest,
-    received: NaiveDate,
-    today: NaiveDate,
+    since: &Since<'_>,
     policy: &RulePolicy,
 ) -> Result<Transition, ActionError> {
+    let (received, today) = (since.received, since.today);
+    // The contract as it stood on the received date: before the extensions since, which it
+    // only went through because it was auto-extending.
+    let mut as_of = contract.clone();
+    as_of.end_date = since.contract_end(contract);
+    as_of.auto_extend |= !since.extensions.is_empty();
     let target = Target {
         contract: contract.reference.clone(),
         line: None,
-        terms: contract.cancellation_terms(),
+        terms: as_of.cancellation_terms(),
+        former_end_dates: since.former_end_dates.clone(),
     };
     let end = target.end_date(request, received, today)?;
     let mut next = contract.clone();
-    let mut events = Vec::new();
-    if let Some(current) = contract.end_date.filter(|current| end > *current) {
+    let undone: Vec<&PastExtension> = since
+        .extensions
+        .iter()
+        .copied()
+        .skip_while(|extension| extension.to <= end)
+        .skip_while(|extension| extension.effective_on <= received)
+        .collect();
+    let mut events = revert_extensions(&mut next, None, &undone, received, today, policy)?;
+    if let Some(current) = next.end_date.filter(|current| end > *current) {
         // A cancellation into a later term: the contract runs to that term's end.
         let extension = extend_contract(&mut next, end);
         events.push(action_event(
@@ -621,14 +918,104 @@ fn cancel_contract(
     finish_cancel(next, events, None, end, request.immediately, today, policy)
 }
 
+/// Undo `undone` (extensions, oldest first, the first of them the one the end date goes
+/// back before) for the whole contract (`line` `None`) or for one line: billing first
+/// ([`billing::retract_billing`] at the end date before the first of them), then, newest
+/// first, the end date and the lines each one moved. One `extension_reverted` event per
+/// extension, newest first, then any `credit_note_created`.
+fn revert_extensions(
+    next: &mut Contract,
+    line: Option<&str>,
+    undone: &[&PastExtension],
+    received: NaiveDate,
+    today: NaiveDate,
+    policy: &RulePolicy,
+) -> Result<Vec<ContractEvent>, ActionError> {
+    let Some(first) = undone.first() else {
+        return Ok(Vec::new());
+    };
+    let scope = line.map_or(Scope::Contract, Scope::Line);
+    // Which of the planned schedules each extension added (by where they start).
+    let added: Vec<usize> = undone
+        .iter()
+        .map(|extension| {
+            next.schedules
+                .iter()
+                .filter(|schedule| {
+                    scope.covers(&schedule.line_ref)
+                        && schedule.status == ScheduleStatus::Planned
+                        && schedule.period_start > extension.from
+                        && schedule.period_start <= extension.to
+                })
+                .count()
+        })
+        .collect();
+    let (credit_events, _) = billing::retract_billing(next, scope, first.from, policy, today)?;
+    let mut events = Vec::new();
+    for (extension, schedules_deleted) in undone.iter().zip(added).rev() {
+        let mut lines_moved_back = Vec::new();
+        for moved in &mut next.lines {
+            if line.is_none_or(|line| line == moved.reference)
+                && moved.status == LineStatus::Active
+                && moved.end_date == Some(extension.to)
+                && extension.lines_moved.contains(&moved.reference)
+            {
+                moved.end_date = Some(extension.from);
+                lines_moved_back.push(moved.reference.clone());
+            }
+        }
+        if line.is_none() && next.end_date == Some(extension.to) {
+            next.end_date = Some(extension.from);
+        }
+        let terms = extension
+            .terms
+            .unwrap_or_else(|| count_terms(extension.from, extension.to, next.extension_term));
+        events.push(action_event(
+            EventKind::ExtensionReverted,
+            today,
+            line.map(str::to_string),
+            json!({
+                "from": extension.from,
+                "to": extension.to,
+                "terms": terms,
+                "reason": "backdated_cancellation",
+                "received_on": received,
+                "extended_on": extension.effective_on,
+                "lines_moved_back": lines_moved_back,
+                "schedules_deleted": schedules_deleted,
+            }),
+        ));
+    }
+    events.extend(without_keys(credit_events));
+    Ok(events)
+}
+
+/// How many steps of `term` lead from `from` to `to` (an extension whose event did not say).
+fn count_terms(from: NaiveDate, to: NaiveDate, term: Option<Period>) -> u32 {
+    let Some(term) = term.filter(|term| !term.is_none()) else {
+        return 0;
+    };
+    let mut date = from;
+    let mut terms = 0_u32;
+    while date < to && terms < 10_000 {
+        let stepped = shift(date, term);
+        if stepped <= date {
+            break;
+        }
+        date = stepped;
+        terms += 1;
+    }
+    terms
+}
+
 fn cancel_line(
     contract: &Contract,
     line_ref: &str,
     request: &CancelRequest,
-    received: NaiveDate,
-    today: NaiveDate,
+    since: &Since<'_>,
     policy: &RulePolicy,
 ) -> Result<Transition, ActionError> {
+    let (received, today) = (since.received, since.today);
     let reference = contract.reference.clone();
     let Some(index) = contract
         .lines
@@ -661,7 +1048,17 @@ fn cancel_line(
             end_date: pending.end_date,
         });
     }
-    let line_end = match (line.end_date, contract.end_date) {
+    // The line's and the contract's end dates on the received date.
+    let moved_since: Vec<&PastExtension> = since
+        .extensions
+        .iter()
+        .copied()
+        .filter(|extension| extension.lines_moved.iter().any(|moved| moved == line_ref))
+        .collect();
+    let line_end_then = line
+        .end_date
+        .map(|end| moved_since.first().map_or(end, |first| first.from));
+    let line_end = match (line_end_then, since.contract_end(contract)) {
         (Some(line_end), Some(contract_end)) => Some(line_end.min(contract_end)),
         (line_end, contract_end) => line_end.or(contract_end),
     };
@@ -676,9 +1073,17 @@ fn cancel_line(
             window: contract.cancellation_window,
             extension_term: None,
         },
+        former_end_dates: Vec::new(),
     };
     let end = target.end_date(request, received, today)?;
     let mut next = contract.clone();
+    let undone: Vec<&PastExtension> = moved_since
+        .into_iter()
+        .skip_while(|extension| extension.to <= end)
+        .skip_while(|extension| extension.effective_on <= received)
+        .collect();
+    let mut events =
+        revert_extensions(&mut next, Some(line_ref), &undone, received, today, policy)?;
     let restore = line.auto_extend;
     if let Some(line) = next.lines.get_mut(index) {
         line.auto_extend = false;
@@ -691,12 +1096,12 @@ fn cancel_line(
             restore_auto_extend: restore,
         });
     }
-    let events = vec![action_event(
+    events.push(action_event(
         EventKind::LineCancellationRegistered,
         today,
         Some(line_ref.to_string()),
         registered_details(request, received, end, restore),
-    )];
+    ));
     finish_cancel(
         next,
         events,
@@ -747,17 +1152,22 @@ fn finish_cancel(
         }
     }
     if immediately || end < today {
+        // An end date already past executes as the sweep of the day after it would have.
+        let executed_on = if end < today {
+            end.succ_opt().unwrap_or(today)
+        } else {
+            today
+        };
         let executed = match line {
-            None => execute_pending_cancellation(&next, today, policy),
-            Some(line) => execute_pending_line_cancellation(&next, line, today, policy),
+            None => execute_pending_cancellation(&next, executed_on, policy),
+            Some(line) => execute_pending_line_cancellation(&next, line, executed_on, policy),
         }
         .map_err(|refusal| refused(&next, refusal))?;
         if let Some(executed) = executed {
             events.extend(without_keys(executed.events));
-            return Ok(Transition {
-                contract: executed.contract,
-                events,
-            });
+            let mut contract = executed.contract;
+            contract.recompute_cancellation_dates(today);
+            return Ok(Transition { contract, events });
         }
     }
     next.recompute_cancellation_dates(today);

@@ -27,7 +27,7 @@ use chrono::NaiveDate;
 use serde_json::json;
 
 use super::{RulePolicy, RuleRefusal};
-use crate::calendar::prorate;
+use crate::calendar::{billing_period, prorate, BillingPeriod, Period, PeriodUnit};
 use crate::contract::{
     BillingDocument, BillingSchedule, Contract, ContractEvent, DocumentKind, DocumentStatus,
     EventKind, LineKind, Proration, ScheduleStatus,
@@ -49,7 +49,8 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn covers(self, line_ref: &str) -> bool {
+    /// Whether the schedules of the line `line_ref` are in this scope.
+    pub fn covers(self, line_ref: &str) -> bool {
         match self {
             Scope::Contract => true,
             Scope::Line(reference) => reference == line_ref,
@@ -260,6 +261,107 @@ pub fn end_billing(
         });
     }
     Ok(events)
+}
+
+/// Take back the billing that extensions added to `scope` after `end_date`, the end date the
+/// scope goes back to when those extensions are undone (docs/rules.md §6.2):
+///
+/// - planned schedules starting after `end_date` are deleted;
+/// - a planned schedule that contains `end_date` (an extension reopened it and planned it on
+///   past that day) ends there again, with the amount an extension plans for such a piece:
+///   the line's price, prorated by the days of its billing period for a `recurring_fixed`
+///   line under `actual_days` (the same as the schedule had before it was reopened, so an
+///   undone extension leaves no trace);
+/// - billed schedules beyond `end_date` are refused unless the policy allows it, then
+///   credited exactly as for an early end ([`end_billing`]).
+///
+/// Returns the `credit_note_created` events (dated `business_date`) and how many planned
+/// schedules were deleted.
+pub fn retract_billing(
+    contract: &mut Contract,
+    scope: Scope<'_>,
+    end_date: NaiveDate,
+    policy: &RulePolicy,
+    business_date: NaiveDate,
+) -> Result<(Vec<ContractEvent>, usize), BilledBeyondEndDate> {
+    if !policy.allow_end_before_billed_to {
+        if let Some(refusal) = billed_beyond(contract, scope, end_date) {
+            return Err(refusal);
+        }
+    }
+    let schedules = std::mem::take(&mut contract.schedules);
+    let mut kept = Vec::with_capacity(schedules.len());
+    let mut deleted = 0_usize;
+    for mut schedule in schedules {
+        if !scope.covers(&schedule.line_ref)
+            || schedule.status != ScheduleStatus::Planned
+            || schedule.period_end <= end_date
+        {
+            kept.push(schedule);
+            continue;
+        }
+        if schedule.period_start > end_date {
+            deleted += 1;
+            continue;
+        }
+        schedule.amount_minor = piece_amount(contract, &schedule, end_date);
+        schedule.period_end = end_date;
+        kept.push(schedule);
+    }
+    contract.schedules = kept;
+    let events = end_billing(contract, scope, end_date, policy, business_date)?;
+    Ok((events, deleted))
+}
+
+/// The amount an extension plans for `schedule` cut to end at `end_date`: the line's price,
+/// prorated by the days of the line's billing period that contains the schedule's start when
+/// the line is `recurring_fixed` under `actual_days` and the piece is not a whole period.
+/// Without a line or a billing period to go by, the schedule's own amount is cut
+/// ([`cut_amount`]).
+fn piece_amount(contract: &Contract, schedule: &BillingSchedule, end_date: NaiveDate) -> i64 {
+    let prorated = prorates(contract, &schedule.line_ref);
+    let Some(line) = contract.line(&schedule.line_ref) else {
+        return cut_amount(schedule, end_date, prorated);
+    };
+    let Some(period) = line.billing_period.filter(|period| !period.is_none()) else {
+        return cut_amount(schedule, end_date, prorated);
+    };
+    let Some(whole) = period_containing(line.start_date, period, schedule.period_start) else {
+        return cut_amount(schedule, end_date, prorated);
+    };
+    if !prorated || (schedule.period_start == whole.start && end_date == whole.end) {
+        return line.amount_minor;
+    }
+    let used = (end_date - schedule.period_start).num_days() + 1;
+    prorate(line.amount_minor, used, whole.days())
+}
+
+/// The billing period of a line anchored at `anchor` that contains `date`, if any.
+fn period_containing(anchor: NaiveDate, period: Period, date: NaiveDate) -> Option<BillingPeriod> {
+    if date < anchor {
+        return None;
+    }
+    // Period k starts no more than k × (the longest such period) days after the anchor, so
+    // this index is at or before the one that contains `date`; walk forward from it.
+    let longest = i64::from(period.count()).max(1)
+        * match period.unit() {
+            PeriodUnit::Day => 1,
+            PeriodUnit::Week => 7,
+            PeriodUnit::Month => 31,
+            PeriodUnit::Quarter => 92,
+            PeriodUnit::Year => 366,
+        };
+    let mut index = (date - anchor).num_days() / longest;
+    let mut current = billing_period(anchor, period, index);
+    while current.end < date {
+        let next = billing_period(anchor, period, index.saturating_add(1));
+        if next.start <= current.start {
+            return None;
+        }
+        index = index.saturating_add(1);
+        current = next;
+    }
+    (current.start <= date).then_some(current)
 }
 
 /// Create the final invoice of a cancellation: one draft invoice per currency of the planned

@@ -449,7 +449,9 @@ pub fn auto_extend(contract: &Contract, business_date: NaiveDate) -> Option<Tran
         business_date,
         None,
         details,
-        format!("extended:{end}"),
+        // The business date too: a backdated cancellation can undo an extension, and a revoke
+        // then lets the same end date extend again on a later day (docs/rules.md §6.2).
+        format!("extended:{end}:{business_date}"),
     )];
     Some(finish(next, events, business_date))
 }

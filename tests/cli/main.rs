@@ -9,6 +9,7 @@ mod harness;
 
 mod action_helpers;
 mod actions;
+mod backdated;
 mod config;
 mod import_export;
 mod webhooks;

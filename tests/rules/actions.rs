@@ -4,14 +4,17 @@
 
 use chrono::NaiveDate;
 use contractd::calendar::prorate;
+use contractd::calendar::Period;
 use contractd::contract::record::{read_record, ParseDefaults};
+use contractd::contract::Transition;
 use contractd::contract::{
     Contract, ContractStatus, DocumentKind, DocumentStatus, EventKind, LineStatus, ScheduleStatus,
 };
 use contractd::lifecycle::actions::{
-    cancel, end_early, revoke, ActionError, CancelRequest, EndEarlyRequest,
+    cancel, cancel_with_history, end_early, revoke, ActionError, CancelRequest, EndEarlyRequest,
+    PastExtension,
 };
-use contractd::lifecycle::{execute_cancellations, expire, RulePolicy};
+use contractd::lifecycle::{auto_extend, execute_cancellations, expire, RulePolicy};
 use serde_json::{json, Value};
 
 use crate::support::date;
@@ -1021,4 +1024,185 @@ fn cancel_immediately_is_refused_for_billed_periods_beyond_today_unless_allowed(
         .find(|doc| doc.kind == DocumentKind::CreditNote)
         .unwrap();
     assert_eq!(note.amount_minor, 3100 - prorate(3100, 14, 31));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The received date decides (docs/rules.md section 6.2)
+// ---------------------------------------------------------------------------------------------
+
+/// The extensions recorded by these transitions' events, as the operator reads them back.
+fn extensions_of(transitions: &[&Transition]) -> Vec<PastExtension> {
+    PastExtension::in_force(transitions.iter().flat_map(|transition| {
+        transition.events.iter().map(|event| {
+            (
+                event.kind.as_str(),
+                event.effective_on,
+                event.line_ref.as_deref(),
+                &event.details,
+            )
+        })
+    }))
+}
+
+/// NCRC example 1 with a seat that moves with the contract, billed monthly (a half month in
+/// December, prorated), extended by the sweep of 1 Dec 2025.
+fn extended_ncrc() -> (Contract, Transition) {
+    let mut schedules = monthly_2025("seat", 3100, 0);
+    schedules[11]["period_end"] = json!("2025-12-15");
+    schedules[11]["amount_minor"] = json!(prorate(3100, 15, 31));
+    let c = contract(
+        json!({
+            "end_date": "2025-12-15",
+            "cancellation_window": "end_of_term",
+            "auto_extend": true,
+            "extension_term": "1Y",
+            "proration": "actual_days",
+            "lines": [{"ref": "seat", "kind": "recurring_fixed", "billable": true,
+                "start_date": "2025-01-01", "end_date": "2025-12-15", "auto_extend": true,
+                "amount_minor": 3100, "currency": "EUR", "billing_period": "1M"}],
+            "schedules": schedules,
+        }),
+        "2025-11-01",
+    );
+    let extended = auto_extend(&c, date("2025-11-16")).expect("the sweep extends it");
+    assert_eq!(extended.contract.end_date, Some(date("2026-12-15")));
+    (c, extended)
+}
+
+#[test]
+fn backdated_cancel_undoes_the_extension_and_restores_the_schedules_exactly() {
+    let (before, extended) = extended_ncrc();
+    let extensions = extensions_of(&[&extended]);
+    assert_eq!(extensions.len(), 1);
+    let t = cancel_with_history(
+        &extended.contract,
+        &received("2025-11-14"),
+        &extensions,
+        date("2025-11-20"),
+        &policy(),
+    )
+    .unwrap();
+    let kinds: Vec<EventKind> = t.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::ExtensionReverted,
+            EventKind::CancellationRegistered
+        ]
+    );
+    assert_eq!(
+        t.events[0].details,
+        json!({
+            "from": "2025-12-15", "to": "2026-12-15", "terms": 1,
+            "reason": "backdated_cancellation", "received_on": "2025-11-14",
+            "extended_on": "2025-11-16", "lines_moved_back": ["seat"],
+            "schedules_deleted": 12,
+        })
+    );
+    assert_eq!(t.contract.end_date, Some(date("2025-12-15")));
+    assert_eq!(t.contract.lines, {
+        let mut lines = before.lines.clone();
+        lines[0].cancellation = None;
+        lines
+    });
+    assert_eq!(
+        t.contract.schedules, before.schedules,
+        "the reopened half month is cut again"
+    );
+    assert_eq!(
+        t.contract.cancellation.unwrap().end_date,
+        date("2025-12-15")
+    );
+}
+
+#[test]
+fn backdated_cancel_received_after_the_deadline_is_late_whether_or_not_the_sweep_ran() {
+    let (before, extended) = extended_ncrc();
+    let extensions = extensions_of(&[&extended]);
+    let mut request = received("2025-11-16");
+    request.end_date = Some(date("2025-12-15"));
+    for (contract, extensions) in [(&before, &[][..]), (&extended.contract, &extensions[..])] {
+        let error = cancel_with_history(
+            contract,
+            &request,
+            extensions,
+            date("2025-11-20"),
+            &policy(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "contract 'C-1': end_date 2025-12-15 needs notice by 2025-11-15 (received \
+             2025-11-16); the next possible end date is 2026-12-15, deadline 2026-11-15"
+        );
+    }
+}
+
+#[test]
+fn backdated_cancel_limits_on_the_received_date() {
+    let (_, extended) = extended_ncrc();
+    let extensions = extensions_of(&[&extended]);
+    let today = date("2026-03-01");
+    let mut request = received("2024-12-31");
+    let error = cancel_with_history(&extended.contract, &request, &extensions, today, &policy())
+        .unwrap_err();
+    assert!(
+        matches!(error, ActionError::ReceivedBeforeStart { .. }),
+        "{error}"
+    );
+    request.received_on = Some(date("2025-11-14"));
+    request.max_backdate = Some(Period::parse("90D").unwrap());
+    let error = cancel_with_history(&extended.contract, &request, &extensions, today, &policy())
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "contract 'C-1': received_on 2025-11-14 is further back than \
+         cancellations.max_backdate (90D) allows: the earliest received date accepted today \
+         (2026-03-01) is 2025-12-01; check the date, or override the limit"
+    );
+    request.override_notice = true;
+    request.end_date = Some(date("2025-12-15"));
+    let t =
+        cancel_with_history(&extended.contract, &request, &extensions, today, &policy()).unwrap();
+    assert_eq!(t.contract.status, ContractStatus::Cancelled);
+    assert_eq!(t.contract.end_date, Some(date("2025-12-15")));
+    let executed = t
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::CancellationExecuted)
+        .unwrap();
+    assert_eq!(
+        executed.effective_on,
+        date("2025-12-16"),
+        "as the sweep would have"
+    );
+}
+
+#[test]
+fn an_undone_extension_no_longer_counts_and_a_moved_end_date_is_refused() {
+    let (_, extended) = extended_ncrc();
+    let undo = cancel_with_history(
+        &extended.contract,
+        &received("2025-11-14"),
+        &extensions_of(&[&extended]),
+        date("2025-11-20"),
+        &policy(),
+    )
+    .unwrap();
+    assert!(extensions_of(&[&extended, &undo]).is_empty());
+
+    let mut moved = extended.contract.clone();
+    moved.end_date = Some(date("2026-06-30"));
+    let error = cancel_with_history(
+        &moved,
+        &received("2025-11-14"),
+        &extensions_of(&[&extended]),
+        date("2025-11-20"),
+        &policy(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ActionError::EndDateChangedSinceReceived { .. }),
+        "{error}"
+    );
 }

@@ -484,7 +484,10 @@ fn auto_extend_happens_the_day_after_the_deadline_not_at_the_end_date() {
     assert_eq!(event.details["from"], "2025-12-31");
     assert_eq!(event.details["to"], "2026-12-31");
     assert_eq!(event.details["terms"], 1);
-    assert_eq!(event.transition_key.as_deref(), Some("extended:2025-12-31"));
+    assert_eq!(
+        event.transition_key.as_deref(),
+        Some("extended:2025-12-31:2025-12-01")
+    );
 }
 
 #[test]

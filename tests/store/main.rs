@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 pub mod support;
 
+mod backdated;
 mod conformance;
 mod outbox;
 mod simulation;
