@@ -10,6 +10,7 @@ use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, Transition};
 use crate::lifecycle::actions::{self, ActionError, CancelRequest, EndEarlyRequest};
+use crate::lifecycle::reminders::reschedule;
 use crate::lifecycle::RulePolicy;
 use crate::storage::{ContractChange, ContractStore, StorageError};
 
@@ -143,6 +144,7 @@ pub async fn cancel<S: ContractStore>(
         results.push(
             apply(store, clock, reference, |contract, today| {
                 actions::cancel(contract, request, today, &policy)
+                    .map(|transition| rescheduled(transition, &policy))
             })
             .await,
         );
@@ -160,6 +162,7 @@ pub async fn end<S: ContractStore>(
 ) -> Result<Transition, ActionFailure> {
     apply(store, clock, reference, |contract, today| {
         actions::end_early(contract, request, today, &policy)
+            .map(|transition| rescheduled(transition, &policy))
     })
     .await
 }
@@ -168,11 +171,19 @@ pub async fn end<S: ContractStore>(
 pub async fn revoke<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
+    policy: RulePolicy,
     reference: &str,
     line: Option<&str>,
 ) -> Result<Transition, ActionFailure> {
     apply(store, clock, reference, |contract, today| {
-        actions::revoke(contract, line, today)
+        actions::revoke(contract, line, today).map(|transition| rescheduled(transition, &policy))
     })
     .await
+}
+
+/// The transition with the contract's next reminder scheduled for its new state, as every
+/// write does (docs/rules.md §5.5).
+pub fn rescheduled(mut transition: Transition, policy: &RulePolicy) -> Transition {
+    reschedule(&mut transition.contract, &policy.reminder_lead_times);
+    transition
 }

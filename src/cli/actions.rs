@@ -53,10 +53,11 @@ pub async fn end<S: ContractStore>(
 pub async fn revoke<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
+    policy: RulePolicy,
     args: RevokeArgs,
 ) -> Result<(), Failure> {
     report(vec![
-        operator::revoke(store, clock, &args.reference, args.line.as_deref()).await,
+        operator::revoke(store, clock, policy, &args.reference, args.line.as_deref()).await,
     ])
 }
 

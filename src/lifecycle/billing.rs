@@ -377,6 +377,7 @@ mod tests {
             latest_cancellation_date: None,
             renewals: Vec::new(),
             change_requests: Vec::new(),
+            reminders: Default::default(),
         }
     }
 

@@ -71,6 +71,7 @@ pub(super) fn due_dates(contract: &Contract) -> DueDates {
         } else {
             None
         },
+        reminder: None,
     }
 }
 
