@@ -8,5 +8,7 @@ pub mod support;
 
 mod conformance;
 mod outbox;
+mod reminder_simulation;
+mod reminders;
 mod simulation;
 mod sweep;
