@@ -1,4 +1,4 @@
-//! The daily sweep: for each (zone, business date) that is due, the four jobs in order, each
+//! The daily sweep: for each (zone, business date) that is due, the five jobs in order, each
 //! claimed in the run ledger and worked through in bounded batches.
 //!
 //! **Architecture invariant:** [`run_job`] runs one job for one (zone, date) and is the only

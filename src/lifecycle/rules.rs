@@ -1,4 +1,4 @@
-//! The four daily rules (docs/rules.md §5), each a pure function of (contract, business
+//! The first four daily rules (docs/rules.md §5.1 to §5.4; the fifth is `reminders.rs`), each a pure function of (contract, business
 //! date D).
 //!
 //! Common to every rule:
