@@ -1,5 +1,5 @@
-//! The first four daily rules (docs/rules.md §5.1 to §5.4; the fifth is `reminders.rs`), each a pure function of (contract, business
-//! date D).
+//! The first four daily rules (docs/rules.md §5.1 to §5.4; the fifth is in `reminders.rs`),
+//! each a pure function of (contract, business date D).
 //!
 //! Common to every rule:
 //!
