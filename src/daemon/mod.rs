@@ -488,6 +488,10 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
         "billing.allow_end_before_billed_to",
         old.billing.allow_end_before_billed_to != new.billing.allow_end_before_billed_to,
     );
+    check(
+        "reminders.lead_times",
+        old.reminders.lead_times().ok() != new.reminders.lead_times().ok(),
+    );
     // Endpoints, secrets and the retry schedule are read once by the webhook worker.
     check("webhooks", old.webhooks != new.webhooks);
     keys
