@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench sweep -- [--contracts N] [--backend sqlite|postgres|both]
 //!                              [--batch-size B] [--row-sample S] [--ticks T] [--seed X]
-//!                              [--postgres-url URL]
+//!                              [--postgres-url URL] [--lead-times 30D,7D]
 //! ```
 //!
 //! Defaults: 1,000,000 contracts, both backends, the batch size of `config/default.toml`,
@@ -52,7 +52,7 @@ use contractd::storage::{
     ContractChange, ContractStore, PostgresSettings, PostgresStore, SqliteStore,
 };
 use contractd::sweep::{sweep_due, JobOutcome, SweepOptions, SweepReport};
-use contractd::transfer::import;
+use contractd::transfer::import_with_lead_times;
 
 /// The population generator, shared with the tests. `pub`: the benchmark uses only part of
 /// its API (the tests use the rest), which is no dead code.
@@ -180,11 +180,14 @@ struct Args {
     url: Option<String>,
     /// Hidden: the import file.
     file: Option<PathBuf>,
+    /// `reminders.lead_times` for the import and the sweep (`30D,7D`); empty: none.
+    lead_times: String,
 }
 
 fn usage() -> &'static str {
     "usage: cargo bench --bench sweep -- [--contracts N] [--backend sqlite|postgres|both] \
-     [--batch-size B] [--parallel-zones P] [--row-sample S] [--ticks T] [--seed X] [--postgres-url URL]"
+     [--batch-size B] [--parallel-zones P] [--row-sample S] [--ticks T] [--seed X] [--postgres-url URL] \
+     [--lead-times 30D,7D]"
 }
 
 impl Args {
@@ -204,6 +207,7 @@ impl Args {
             backend: None,
             url: None,
             file: None,
+            lead_times: String::new(),
         };
         let mut raw = raw.peekable();
         while let Some(flag) = raw.next() {
@@ -238,6 +242,7 @@ impl Args {
                 }
                 "--url" => args.url = Some(value()?),
                 "--file" => args.file = Some(PathBuf::from(value()?)),
+                "--lead-times" => args.lead_times = value()?,
                 "--help" | "-h" => {
                     println!("{}", usage());
                     std::process::exit(0);
@@ -248,7 +253,19 @@ impl Args {
         if args.contracts == 0 || args.batch_size == 0 {
             bail!("--contracts and --batch-size must be positive");
         }
+        args.policy()?;
         Ok(args)
+    }
+
+    /// The rules' policy: the defaults, with `--lead-times` as the configured lead times.
+    fn policy(&self) -> anyhow::Result<RulePolicy> {
+        let settings = contractd::config::ReminderSettings {
+            lead_times: contractd::config::LeadTimesSetting::Text(self.lead_times.clone()),
+        };
+        Ok(RulePolicy {
+            reminder_lead_times: settings.lead_times()?,
+            ..RulePolicy::default()
+        })
     }
 }
 
@@ -516,6 +533,8 @@ fn child(
         .arg(args.row_sample.to_string())
         .arg("--ticks")
         .arg(args.ticks.to_string())
+        .arg("--lead-times")
+        .arg(&args.lead_times)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(file) = file {
@@ -615,11 +634,12 @@ impl Outcome {
         let _ = writeln!(
             out,
             "due on {BUSINESS_DATE}: execute_cancellations {}, auto_extend {}, expire {}, \
-             refresh_deadlines {}; distinct contracts {} ({:.1}%)",
+             refresh_deadlines {}, send_reminders {}; distinct contracts {} ({:.1}%)",
             due["execute_cancellations"],
             due["auto_extend"],
             due["expire"],
             due["refresh_deadlines"],
+            due["send_reminders"],
             due["any"],
             100.0 * seconds(&due["any"]) / args.contracts as f64
         );
@@ -919,6 +939,7 @@ fn due_column(job: Job) -> &'static str {
         Job::AutoExtend => "due_extension_on",
         Job::Expire => "due_expiry_on",
         Job::RefreshDeadlines => "due_refresh_on",
+        Job::SendReminders => "due_remind_on",
     }
 }
 
@@ -937,12 +958,13 @@ async fn import_phase<S: ContractStore>(
         .ok_or_else(|| anyhow!("import needs --file"))?;
     let started = Instant::now();
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
-    let imported = import(
+    let imported = import_with_lead_times(
         store,
         reader,
         &ParseDefaults {
             time_zone: chrono_tz::UTC,
         },
+        &args.policy()?.reminder_lead_times,
         instant(IMPORT_NOW),
         |_| {},
     )
@@ -963,7 +985,8 @@ async fn import_phase<S: ContractStore>(
     let any = raw
         .pairs(
             "SELECT 'n', COUNT(*) FROM contracts WHERE due_cancellation_on < ?1 \
-             OR due_extension_on < ?1 OR due_expiry_on < ?1 OR due_refresh_on < ?1",
+             OR due_extension_on < ?1 OR due_expiry_on < ?1 OR due_refresh_on < ?1 \
+             OR due_remind_on < ?1",
         )
         .await?;
     due.insert("any".into(), any[0].1.into());
@@ -991,7 +1014,7 @@ fn sweep_options(args: &Args) -> SweepOptions {
     let mut options = SweepOptions::new(
         args.batch_size,
         Duration::from_secs(60),
-        RulePolicy::default(),
+        args.policy().unwrap_or_default(),
     );
     options.as_of = Some(business_date());
     options.parallel_zones = args.parallel_zones;

@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::calendar::Period;
+use crate::contract::LeadTimes;
 use crate::storage::Subscription;
 use crate::webhooks::{redact_url, stored_kind, SecretString, SigningKey, TYPE_PREFIX};
 
@@ -89,6 +90,9 @@ pub struct Settings {
     pub cancellations: CancellationSettings,
     /// Webhook endpoints and how deliveries are retried.
     pub webhooks: WebhookSettings,
+    /// Reminders before deadlines and end dates.
+    #[serde(default)]
+    pub reminders: ReminderSettings,
 }
 
 /// `[database]`.
@@ -175,6 +179,56 @@ impl CancellationSettings {
     pub fn max_backdate(&self) -> Result<Period, ConfigError> {
         Period::parse(&self.max_backdate).map_err(|error| ConfigError::Invalid {
             key: "cancellations.max_backdate",
+            message: error.to_string(),
+        })
+    }
+}
+
+/// `[reminders]`: reminders before deadlines and end dates (docs/rules.md §5.5).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSettings {
+    /// How long before a deadline or end date each reminder goes out (`["30D", "7D"]`), for
+    /// contracts without their own `reminder_lead_times`; empty: no reminders. From the
+    /// environment, a comma-separated list (`CONTRACTD__REMINDERS__LEAD_TIMES=30D,7D`).
+    #[serde(default)]
+    pub lead_times: LeadTimesSetting,
+}
+
+/// A list of lead times as configured: a TOML array, or one comma-separated string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LeadTimesSetting {
+    /// `["30D", "7D"]`.
+    List(Vec<String>),
+    /// `"30D,7D"` (an environment variable).
+    Text(String),
+}
+
+impl Default for LeadTimesSetting {
+    fn default() -> Self {
+        LeadTimesSetting::List(Vec::new())
+    }
+}
+
+impl ReminderSettings {
+    /// The lead times, each checked like every period; an error names the key and entry.
+    pub fn lead_times(&self) -> Result<LeadTimes, ConfigError> {
+        let texts: Vec<&str> = match &self.lead_times {
+            LeadTimesSetting::List(list) => list.iter().map(String::as_str).collect(),
+            LeadTimesSetting::Text(text) if text.trim().is_empty() => Vec::new(),
+            LeadTimesSetting::Text(text) => text.split(',').collect(),
+        };
+        let mut periods = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let period = Period::parse(text).map_err(|error| ConfigError::InvalidEntry {
+                key: format!("reminders.lead_times[{index}]"),
+                message: error.to_string(),
+            })?;
+            periods.push(period);
+        }
+        LeadTimes::new(&periods).map_err(|error| ConfigError::Invalid {
+            key: "reminders.lead_times",
             message: error.to_string(),
         })
     }
@@ -508,6 +562,7 @@ impl Settings {
         })?;
         self.cancellations.max_backdate()?;
         self.webhooks.validate()?;
+        self.reminders.lead_times()?;
         Ok(())
     }
 
@@ -559,6 +614,15 @@ impl Settings {
                     self.server.listen
                 ),
             })
+    }
+
+    /// What the rules may do, from `[billing]` and `[reminders]` (checked by
+    /// [`Settings::validate`]; an unusable lead time list counts as none).
+    pub fn rule_policy(&self) -> crate::lifecycle::RulePolicy {
+        crate::lifecycle::RulePolicy {
+            allow_end_before_billed_to: self.billing.allow_end_before_billed_to,
+            reminder_lead_times: self.reminders.lead_times().unwrap_or(LeadTimes::NONE),
+        }
     }
 
     /// The lease of a claimed run.

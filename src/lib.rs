@@ -19,6 +19,7 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 pub mod transfer;
+pub mod upcoming;
 pub mod webhooks;
 
 #[cfg(test)]

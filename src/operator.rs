@@ -12,6 +12,7 @@ use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::record::InvalidContract;
 use crate::contract::{Contract, Transition};
 use crate::lifecycle::actions::{self, ActionError, CancelRequest, EndEarlyRequest, PastExtension};
+use crate::lifecycle::reminders::reschedule;
 use crate::lifecycle::RulePolicy;
 use crate::storage::{ContractChange, ContractStore, StorageError};
 
@@ -234,6 +235,7 @@ pub async fn cancel<S: ContractStore>(
         results.push(
             step.run(store, |contract, extensions, today| {
                 actions::cancel_with_history(contract, request, extensions, today, &policy)
+                    .map(|transition| rescheduled(transition, &policy))
             })
             .await,
         );
@@ -260,6 +262,7 @@ pub async fn end<S: ContractStore>(
     };
     step.run(store, |contract, _, today| {
         actions::end_early(contract, request, today, &policy)
+            .map(|transition| rescheduled(transition, &policy))
     })
     .await
 }
@@ -268,6 +271,7 @@ pub async fn end<S: ContractStore>(
 pub async fn revoke<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
+    policy: RulePolicy,
     reference: &str,
     line: Option<&str>,
     mode: Mode,
@@ -281,7 +285,14 @@ pub async fn revoke<S: ContractStore>(
         mode,
     };
     step.run(store, |contract, _, today| {
-        actions::revoke(contract, line, today)
+        actions::revoke(contract, line, today).map(|transition| rescheduled(transition, &policy))
     })
     .await
+}
+
+/// The transition with the contract's next reminder scheduled for its new state, as every
+/// write does (docs/rules.md §5.5).
+pub fn rescheduled(mut transition: Transition, policy: &RulePolicy) -> Transition {
+    reschedule(&mut transition.contract, &policy.reminder_lead_times);
+    transition
 }

@@ -1,4 +1,4 @@
-//! The daily sweep: for each (zone, business date) that is due, the four jobs in order, each
+//! The daily sweep: for each (zone, business date) that is due, the five jobs in order, each
 //! claimed in the run ledger and worked through in bounded batches.
 //!
 //! **Architecture invariant:** [`run_job`] runs one job for one (zone, date) and is the only
@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::ContractStatus;
+use crate::lifecycle::reminders::reschedule;
 use crate::lifecycle::{apply_job, Job, RulePolicy};
 use crate::shutdown::Shutdown;
 use crate::storage::{
@@ -527,7 +528,10 @@ fn plan_batch(
         };
         match apply_job(key.job, &contract, key.business_date, policy) {
             Ok(None) => {}
-            Ok(Some(transition)) => {
+            Ok(Some(mut transition)) => {
+                // Every write schedules the contract's next reminder with the lead times in
+                // force, so the stored due date of send_reminders follows its new state.
+                reschedule(&mut transition.contract, &policy.reminder_lead_times);
                 plan.from_statuses.push(contract.status);
                 plan.changes.push(ContractChange::new(
                     loaded.id,

@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{business_date, unix_ms};
 use crate::contract::record::{read_record, ContractRecord, InvalidContract, ParseDefaults};
+use crate::contract::LeadTimes;
+use crate::lifecycle::reminders::reschedule;
 use crate::storage::{ContractImport, ContractStore, NewContract, StorageError};
 
 /// One problem found in an import file.
@@ -56,6 +58,9 @@ const CHUNK: usize = 1000;
 /// line was valid and new; otherwise nothing is written and every problem is reported.
 /// Computed fields are computed as of `now` in each contract's zone. `progress` is told how
 /// many lines were read (for a terminal progress bar).
+///
+/// Contracts without their own `reminder_lead_times` get no reminders scheduled: see
+/// [`import_with_lead_times`] for the configured lead times.
 pub async fn import<S: ContractStore, R: BufRead>(
     store: &S,
     reader: R,
@@ -63,7 +68,21 @@ pub async fn import<S: ContractStore, R: BufRead>(
     now: DateTime<Utc>,
     progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
+    import_with_lead_times(store, reader, defaults, &LeadTimes::NONE, now, progress).await
+}
+
+/// [`import`], scheduling each contract's first reminder with `lead_times` (the configured
+/// `reminders.lead_times`) when it has no lead times of its own.
+pub async fn import_with_lead_times<S: ContractStore, R: BufRead>(
+    store: &S,
+    reader: R,
+    defaults: &ParseDefaults,
+    lead_times: &LeadTimes,
+    now: DateTime<Utc>,
+    progress: impl FnMut(usize),
+) -> Result<usize, ImportError> {
     let mut importing = Importing {
+        lead_times: *lead_times,
         store,
         writer: store.begin_import().await?,
         now_ms: unix_ms(now),
@@ -97,6 +116,8 @@ pub async fn import<S: ContractStore, R: BufRead>(
 
 /// The state of an import while its file is read.
 struct Importing<'s, S: ContractStore> {
+    /// The configured reminder lead times, for contracts without their own.
+    lead_times: LeadTimes,
     /// Where existing refs are looked up once a problem stopped the writing.
     store: &'s S,
     /// The open transaction the valid contracts go into.
@@ -161,6 +182,7 @@ impl<S: ContractStore> Importing<'_, S> {
                     }
                     let today = business_date(now, contract.time_zone);
                     contract.recompute_cancellation_dates(today);
+                    reschedule(&mut contract, &self.lead_times);
                     self.count += 1;
                     self.valid.push(NewContract {
                         contract,

@@ -61,11 +61,12 @@ pub async fn end<S: ContractStore>(
 pub async fn revoke<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
+    policy: RulePolicy,
     args: RevokeArgs,
 ) -> Result<(), Failure> {
     let mode = mode(args.dry_run);
     report(vec![
-        operator::revoke(store, clock, &args.reference, args.line.as_deref(), mode).await,
+        operator::revoke(store, clock, policy, &args.reference, args.line.as_deref(), mode).await,
     ])
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use contractd::calendar::Period;
 use contractd::contract::record::parse_date;
 use contractd::lifecycle::Job;
 
@@ -73,6 +74,25 @@ pub enum Command {
     Deliveries(DeliveriesArgs),
     /// Queue webhook deliveries again; re-enable an endpoint disabled by 410 Gone.
     Redeliver(RedeliverArgs),
+    /// List the contracts whose cancellation deadline or end date falls within a window.
+    Reminders(RemindersArgs),
+}
+
+/// `reminders`.
+#[derive(Debug, Args)]
+pub struct RemindersArgs {
+    /// The window from today in each contract's zone, a period such as 30D, 2W or 1M.
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period_arg)]
+    pub within: Period,
+    /// Only this zone (repeatable).
+    #[arg(long = "zone", value_name = "Z")]
+    pub zones: Vec<String>,
+    /// Print JSON Lines (one object per contract) for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Act as if it were this instant (RFC 3339): "today" is its date in the contract's zone.
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// `events`.
@@ -129,7 +149,8 @@ pub struct ServeArgs {
 /// `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Only this job (repeatable): execute_cancellations, auto_extend, expire, refresh_deadlines.
+    /// Only this job (repeatable): execute_cancellations, auto_extend, expire,
+    /// refresh_deadlines, send_reminders.
     #[arg(long = "job", value_name = "J", value_parser = parse_job)]
     pub jobs: Vec<Job>,
     /// Only this zone (repeatable).
@@ -229,6 +250,10 @@ pub struct RevokeArgs {
 
 fn parse_job(text: &str) -> Result<Job, String> {
     Job::parse(text).ok_or_else(|| format!("'{text}' is not a job (expected {})", Job::expected()))
+}
+
+fn parse_period_arg(text: &str) -> Result<Period, String> {
+    Period::parse(text).map_err(|error| error.to_string())
 }
 
 fn parse_date_arg(text: &str) -> Result<NaiveDate, String> {

@@ -40,13 +40,21 @@ pub async fn import_file<S: ContractStore>(
         None
     };
     let started = std::time::Instant::now();
-    let result = transfer::import(store, reader, &defaults, Utc::now(), |line| {
-        if let Some(bar) = &bar {
-            if line % 1000 == 0 {
-                bar.set_position(line as u64);
+    let lead_times = settings.rule_policy().reminder_lead_times;
+    let result = transfer::import_with_lead_times(
+        store,
+        reader,
+        &defaults,
+        &lead_times,
+        Utc::now(),
+        |line| {
+            if let Some(bar) = &bar {
+                if line % 1000 == 0 {
+                    bar.set_position(line as u64);
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -9,6 +9,7 @@ mod actions;
 mod args;
 mod contracts;
 mod events;
+mod reminders;
 mod sweep;
 mod webhooks;
 
@@ -183,9 +184,7 @@ async fn execute<S: ContractStore + OutboxStore>(
             return Ok(());
         }
     }
-    let policy = RulePolicy {
-        allow_end_before_billed_to: settings.billing.allow_end_before_billed_to,
-    };
+    let policy: RulePolicy = settings.rule_policy();
     match command {
         Command::Migrate => Ok(()),
         Command::Serve(args) => {
@@ -226,7 +225,11 @@ async fn execute<S: ContractStore + OutboxStore>(
         }
         Command::Revoke(args) => {
             let clock = action_clock(args.now);
-            actions::revoke(&store, clock.as_ref(), args).await
+            actions::revoke(&store, clock.as_ref(), policy, args).await
+        }
+        Command::Reminders(args) => {
+            let clock = action_clock(args.now);
+            reminders::list(&store, clock.as_ref(), args).await
         }
     }
 }

@@ -37,6 +37,10 @@ text_enum! {
         FinalInvoiceCreated => "final_invoice_created",
         /// A credit note was created for billed periods beyond a new end date.
         CreditNoteCreated => "credit_note_created",
+        /// A reminder: the latest allowed cancellation date is near (docs/rules.md §5.5).
+        DeadlineApproaching => "deadline_approaching",
+        /// A reminder: an end date that will not be extended is near (docs/rules.md §5.5).
+        EndApproaching => "end_approaching",
     }
 }
 

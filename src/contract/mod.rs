@@ -6,11 +6,13 @@
 
 pub mod event;
 pub mod record;
+pub mod reminder;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 pub use event::{ContractEvent, EventKind, Transition};
+pub use reminder::{LeadTimes, ReminderKind, Reminders, SentReminder};
 
 use crate::calendar::{CancellationDates, CancellationTerms, CancellationWindow, Period};
 
@@ -269,6 +271,8 @@ pub struct Contract {
     pub renewals: Vec<Renewal>,
     /// Change requests.
     pub change_requests: Vec<ChangeRequest>,
+    /// Reminder lead times and the reminders sent (docs/rules.md §5.5).
+    pub reminders: Reminders,
 }
 
 impl Contract {

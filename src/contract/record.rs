@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::reminder::{LeadTimes, ReminderKind, Reminders, SentReminder};
 use super::{
     BillingDocument, BillingSchedule, Cancellation, ChangeRequest, ChangeRequestStatus, Contract,
     ContractStatus, DocumentKind, DocumentStatus, Line, LineKind, LineStatus, Proration, Renewal,
@@ -90,6 +91,28 @@ pub struct ContractRecord {
     /// Change requests.
     #[serde(default)]
     pub change_requests: Vec<ReferenceRecord>,
+    /// The contract's own reminder lead times (periods); absent or null: the configured ones;
+    /// an empty list: no reminders (docs/rules.md §5.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder_lead_times: Option<Vec<String>>,
+    /// Reminders already sent for dates still ahead, so that none is sent twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminders_sent: Vec<SentReminderRecord>,
+    /// Computed: the day the next reminder falls due; exported, ignored on import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_reminder_on: Option<String>,
+}
+
+/// A reminder that was sent, in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentReminderRecord {
+    /// `deadline_approaching` or `end_approaching`.
+    pub kind: String,
+    /// The date reminded of.
+    pub date: String,
+    /// The lead time it was sent for.
+    pub lead_time: String,
 }
 
 /// A contract line in the file.
@@ -535,6 +558,8 @@ impl ContractRecord {
         .map(|(reference, status)| ChangeRequest { reference, status })
         .collect();
 
+        let reminders = self.parse_reminders(&mut check);
+
         let reference = Some(self.reference.clone());
         match (
             status,
@@ -576,11 +601,61 @@ impl ContractRecord {
                 latest_cancellation_date: None,
                 renewals,
                 change_requests,
+                reminders,
             }),
             _ => Err(InvalidContract {
                 reference,
                 errors: check.errors,
             }),
+        }
+    }
+
+    /// The reminder fields: own lead times and reminders sent (`next_on` is left for the
+    /// caller to compute).
+    fn parse_reminders(&self, check: &mut Checker) -> Reminders {
+        let lead_times = self.reminder_lead_times.as_ref().and_then(|texts| {
+            let periods: Vec<Option<Period>> = texts
+                .iter()
+                .enumerate()
+                .map(|(index, text)| check.period(format!("reminder_lead_times[{index}]"), text))
+                .collect();
+            let periods: Option<Vec<Period>> = periods.into_iter().collect();
+            match LeadTimes::new(&periods?) {
+                Ok(list) => Some(list),
+                Err(error) => {
+                    check.fail("reminder_lead_times", error.to_string());
+                    None
+                }
+            }
+        });
+        let mut sent = Vec::new();
+        for (index, record) in self.reminders_sent.iter().enumerate() {
+            let prefix = format!("reminders_sent[{index}]");
+            let kind = check.enumerated(
+                format!("{prefix}.kind"),
+                &record.kind,
+                ReminderKind::parse,
+                ReminderKind::expected(),
+            );
+            let date = check.date(format!("{prefix}.date"), &record.date);
+            let lead_time = check.period(format!("{prefix}.lead_time"), &record.lead_time);
+            if let (Some(kind), Some(date), Some(lead_time)) = (kind, date, lead_time) {
+                let reminder = SentReminder {
+                    kind,
+                    date,
+                    lead_time,
+                };
+                if sent.contains(&reminder) {
+                    check.fail(prefix, "is listed twice");
+                } else {
+                    sent.push(reminder);
+                }
+            }
+        }
+        Reminders {
+            lead_times,
+            sent,
+            next_on: None,
         }
     }
 
@@ -887,6 +962,18 @@ impl ContractRecord {
                     status: request.status.as_str().to_string(),
                 })
                 .collect(),
+            reminder_lead_times: contract.reminders.lead_times.map(|list| list.to_strings()),
+            reminders_sent: contract
+                .reminders
+                .sent
+                .iter()
+                .map(|sent| SentReminderRecord {
+                    kind: sent.kind.as_str().to_string(),
+                    date: format_date(sent.date),
+                    lead_time: sent.lead_time.to_string(),
+                })
+                .collect(),
+            next_reminder_on: date(contract.reminders.next_on),
         }
     }
 }

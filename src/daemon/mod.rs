@@ -34,7 +34,6 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::{ConfigError, ConfigSource, Settings};
-use crate::lifecycle::RulePolicy;
 use crate::shutdown::{self, Shutdown};
 use crate::storage::{redact_url, ContractStore, OutboxStore};
 use crate::sweep::SweepOptions;
@@ -123,9 +122,7 @@ pub async fn serve<S: ContractStore + OutboxStore>(
     let mut options = SweepOptions::new(
         settings.sweep.batch_size,
         settings.lease(),
-        RulePolicy {
-            allow_end_before_billed_to: settings.billing.allow_end_before_billed_to,
-        },
+        settings.rule_policy(),
     );
     options.parallel_zones = settings.sweep.parallel_zones;
     let owner = options.owner.clone();
@@ -490,6 +487,10 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     check(
         "billing.allow_end_before_billed_to",
         old.billing.allow_end_before_billed_to != new.billing.allow_end_before_billed_to,
+    );
+    check(
+        "reminders.lead_times",
+        old.reminders.lead_times().ok() != new.reminders.lead_times().ok(),
     );
     // Endpoints, secrets and the retry schedule are read once by the webhook worker.
     check("webhooks", old.webhooks != new.webhooks);

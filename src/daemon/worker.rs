@@ -2,7 +2,7 @@
 //! two sweeps at once.
 //!
 //! A tick must be cheap when nothing is due, because it comes every second. The worker keeps
-//! in memory the zones that have contracts and, per zone, the business date whose four jobs
+//! in memory the zones that have contracts and, per zone, the business date whose five jobs
 //! are known to have succeeded. A tick whose zones' local dates have not changed and are all
 //! done touches no database at all. The zone list is read again when a business date
 //! changes, every [`ZONE_REFRESH`], and after a failure; when a zone's date is not known to
@@ -112,7 +112,7 @@ pub struct Worker<S: ContractStore> {
     zones_read_at: Option<Instant>,
     /// Each zone's business date at the last tick: a change is a new day.
     dates: HashMap<Tz, NaiveDate>,
-    /// Per zone, the business date whose four jobs are known to have succeeded.
+    /// Per zone, the business date whose five jobs are known to have succeeded.
     done: HashMap<String, NaiveDate>,
     /// Zones whose last attempt had a failed job wait before the next one.
     zone_backoff: HashMap<String, Backoff>,
@@ -355,7 +355,7 @@ impl<S: ContractStore> Worker<S> {
         Ok(())
     }
 
-    /// `zone`'s four jobs succeeded for `date`.
+    /// `zone`'s five jobs succeeded for `date`.
     fn mark_done(&mut self, zone: Tz, date: NaiveDate) {
         let seen = real_unix_seconds();
         for job in Job::ALL {

@@ -479,6 +479,7 @@ mod tests {
             latest_cancellation_date: None,
             renewals: Vec::new(),
             change_requests: Vec::new(),
+            reminders: Default::default(),
         }
     }
 

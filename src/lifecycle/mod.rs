@@ -6,11 +6,13 @@
 
 pub mod actions;
 pub mod billing;
+pub mod reminders;
 mod rules;
 
 use chrono::NaiveDate;
 
-use crate::contract::{Contract, Transition};
+use crate::calendar::previous_day;
+use crate::contract::{Contract, ContractStatus, LeadTimes, Transition};
 
 pub use rules::{
     auto_extend, execute_cancellations, execute_pending_cancellation,
@@ -18,7 +20,7 @@ pub use rules::{
 };
 
 text_enum! {
-    /// The four daily jobs, in the order they run for each (zone, business date).
+    /// The five daily jobs, in the order they run for each (zone, business date).
     Job {
         /// Execute pending cancellations whose end date has passed.
         ExecuteCancellations => "execute_cancellations",
@@ -28,6 +30,8 @@ text_enum! {
         Expire => "expire",
         /// Recompute cancellation dates and deadlines whose deadline passed.
         RefreshDeadlines => "refresh_deadlines",
+        /// Send the reminders before deadlines and end dates whose lead time has come.
+        SendReminders => "send_reminders",
     }
 }
 
@@ -37,6 +41,9 @@ pub struct RulePolicy {
     /// Allow an end date before the end of already billed periods; the billed difference is
     /// then credited with a draft credit note. Refused otherwise.
     pub allow_end_before_billed_to: bool,
+    /// The configured reminder lead times (`reminders.lead_times`), for contracts without
+    /// their own.
+    pub reminder_lead_times: LeadTimes,
 }
 
 /// Why a rule that is due could not be applied to a contract (it is skipped and reported).
@@ -61,6 +68,11 @@ pub fn apply_job(
         Job::AutoExtend => Ok(auto_extend(contract, business_date)),
         Job::Expire => Ok(expire(contract, business_date)),
         Job::RefreshDeadlines => Ok(refresh_deadlines(contract, business_date)),
+        Job::SendReminders => Ok(reminders::send_reminders(
+            contract,
+            business_date,
+            &policy.reminder_lead_times,
+        )),
     }
 }
 
@@ -85,12 +97,19 @@ pub struct DueDates {
     /// stays so as time passes (import and every transition compute the dates), so there is
     /// nothing to refresh.
     pub refresh: Option<NaiveDate>,
+    /// The day before the contract's next reminder falls due (its computed
+    /// `next_reminder_on`, set on every write with the lead times then in force).
+    pub reminder: Option<NaiveDate>,
 }
 
 impl DueDates {
     /// The due dates of a contract in its current state.
     pub fn of(contract: &Contract) -> DueDates {
-        rules::due_dates(contract)
+        let mut due = rules::due_dates(contract);
+        if contract.status == ContractStatus::Active {
+            due.reminder = contract.reminders.next_on.map(previous_day);
+        }
+        due
     }
 
     /// The due date of one job.
@@ -100,6 +119,7 @@ impl DueDates {
             Job::AutoExtend => self.extension,
             Job::Expire => self.expiry,
             Job::RefreshDeadlines => self.refresh,
+            Job::SendReminders => self.reminder,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The four daily rules (docs/rules.md §5), each a pure function of (contract, business
-//! date D).
+//! The first four daily rules (docs/rules.md §5.1 to §5.4; the fifth is in `reminders.rs`),
+//! each a pure function of (contract, business date D).
 //!
 //! Common to every rule:
 //!
@@ -71,6 +71,7 @@ pub(super) fn due_dates(contract: &Contract) -> DueDates {
         } else {
             None
         },
+        reminder: None,
     }
 }
 

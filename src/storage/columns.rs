@@ -311,6 +311,7 @@ pub(crate) fn due_column(job: Job) -> &'static str {
         Job::AutoExtend => "due_extension_on",
         Job::Expire => "due_expiry_on",
         Job::RefreshDeadlines => "due_refresh_on",
+        Job::SendReminders => "due_remind_on",
     }
 }
 
@@ -401,6 +402,10 @@ contract_columns! {
     DueExpiryOn => "due_expiry_on": Date,
     DueRefreshOn => "due_refresh_on": Date,
     HasChildren => "has_children": Bool,
+    ReminderLeadTimes => "reminder_lead_times": Text,
+    RemindersSent => "reminders_sent": Text,
+    NextReminderOn => "next_reminder_on": Date,
+    DueRemindOn => "due_remind_on": Date,
 }
 
 /// A text value.
@@ -455,6 +460,15 @@ impl ContractColumn {
             C::DueExpiryOn => ColumnValue::Date(values.due.expiry),
             C::DueRefreshOn => ColumnValue::Date(values.due.refresh),
             C::HasChildren => ColumnValue::Bool(Some(values.has_children)),
+            C::ReminderLeadTimes => ColumnValue::Text(
+                contract
+                    .reminders
+                    .lead_times
+                    .map(|list| Cow::Owned(list.to_text())),
+            ),
+            C::RemindersSent => ColumnValue::Text(contract.reminders.sent_text().map(Cow::Owned)),
+            C::NextReminderOn => ColumnValue::Date(contract.reminders.next_on),
+            C::DueRemindOn => ColumnValue::Date(values.due.reminder),
         }
     }
 
@@ -467,6 +481,7 @@ impl ContractColumn {
                 | ContractColumn::DueExtensionOn
                 | ContractColumn::DueExpiryOn
                 | ContractColumn::DueRefreshOn
+                | ContractColumn::DueRemindOn
         )
     }
 
@@ -476,8 +491,8 @@ impl ContractColumn {
     }
 
     /// The column's bit in [`ChangedParts`].
-    fn bit(self) -> u32 {
-        1 << (self as u32)
+    fn bit(self) -> u64 {
+        1 << (self as u64)
     }
 }
 
@@ -570,7 +585,7 @@ impl ChildTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub(crate) struct ChangedParts {
     /// One bit per [`ContractColumn`].
-    columns: u32,
+    columns: u64,
     /// One bit per [`ChildTable`].
     tables: u8,
 }
@@ -747,9 +762,9 @@ mod tests {
     #[test]
     fn the_contract_is_read_without_its_due_dates() {
         let names: Vec<&str> = contract_read_columns().map(|column| column.name).collect();
-        assert_eq!(names.len(), 3 + ContractColumn::ALL.len() - 4);
+        assert_eq!(names.len(), 3 + ContractColumn::ALL.len() - 5);
         assert_eq!(names[..4], ["id", "ref", "version", "customer"]);
-        assert_eq!(names.last(), Some(&"has_children"));
+        assert_eq!(names.last(), Some(&"next_reminder_on"));
         assert!(!names.iter().any(|name| name.starts_with("due_")));
     }
 }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::contract::record::{
     parse_date, CancellationRecord, ContractRecord, DocumentRecord, LineRecord, ParseDefaults,
-    ReferenceRecord, ScheduleRecord,
+    ReferenceRecord, ScheduleRecord, SentReminderRecord,
 };
 use crate::lifecycle::Job;
 
@@ -118,6 +118,13 @@ pub(crate) struct ContractRow {
     pub cancellation_date: Option<String>,
     /// `latest_cancellation_date`: computed, stored likewise.
     pub latest_cancellation_date: Option<String>,
+    /// `reminder_lead_times`: the contract's own lead times joined by commas (empty: none),
+    /// NULL for the configured ones.
+    pub reminder_lead_times: Option<String>,
+    /// `reminders_sent`: the keys of the reminders sent, joined by `;`.
+    pub reminders_sent: Option<String>,
+    /// `next_reminder_on`: computed, stored likewise.
+    pub next_reminder_on: Option<String>,
     /// `has_children`: whether the child tables need to be read.
     pub has_children: bool,
     /// The due date the row was selected by, when a job selected it.
@@ -149,6 +156,9 @@ impl ContractRow {
             cancellation: CancellationColumns::decode(row)?,
             cancellation_date: row.optional_text("cancellation_date")?,
             latest_cancellation_date: row.optional_text("latest_cancellation_date")?,
+            reminder_lead_times: row.optional_text("reminder_lead_times")?,
+            reminders_sent: row.optional_text("reminders_sent")?,
+            next_reminder_on: row.optional_text("next_reminder_on")?,
             has_children: row.flag("has_children")?,
             due: if with_due {
                 row.optional_text(DUE)?.as_deref().and_then(parse_date)
@@ -353,6 +363,18 @@ fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
         latest_cancellation_date: None,
         renewals: children.renewals.remove(&id).unwrap_or_default(),
         change_requests: children.change_requests.remove(&id).unwrap_or_default(),
+        reminder_lead_times: row.reminder_lead_times.map(|text| {
+            text.split(',')
+                .filter(|part| !part.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
+        reminders_sent: row
+            .reminders_sent
+            .as_deref()
+            .map(sent_reminder_records)
+            .unwrap_or_default(),
+        next_reminder_on: None,
     };
     let contract = record
         .parse(&ParseDefaults {
@@ -362,6 +384,7 @@ fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
             contract.cancellation_date = row.cancellation_date.as_deref().and_then(parse_date);
             contract.latest_cancellation_date =
                 row.latest_cancellation_date.as_deref().and_then(parse_date);
+            contract.reminders.next_on = row.next_reminder_on.as_deref().and_then(parse_date);
             contract
         });
     LoadedContract {
@@ -371,6 +394,23 @@ fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
         due: row.due,
         contract,
     }
+}
+
+/// The stored `reminders_sent` column (`kind:date:lead_time` keys joined by `;`) as records,
+/// for the parser to check: a malformed key becomes a record whose fields are refused.
+fn sent_reminder_records(text: &str) -> Vec<SentReminderRecord> {
+    text.split(';')
+        .filter(|key| !key.is_empty())
+        .map(|key| {
+            let mut parts = key.splitn(3, ':');
+            let mut next = || parts.next().unwrap_or_default().to_string();
+            SentReminderRecord {
+                kind: next(),
+                date: next(),
+                lead_time: next(),
+            }
+        })
+        .collect()
 }
 
 /// A `contract_events` row of the contract `contract_ref`. A date that is not one is an

@@ -79,6 +79,16 @@ macro_rules! migrations {
                     "/0003_outbox.sql"
                 )),
             ),
+            (
+                4,
+                "reminders",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0004_reminders.sql"
+                )),
+            ),
         ])
     };
 }

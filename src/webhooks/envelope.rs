@@ -14,7 +14,7 @@ pub const TYPE_PREFIX: &str = "contract.";
 /// subscribe to them already, so a configuration written for them stays valid. This, with
 /// [`EventKind::ALL`], is the one list of public event types (see [`known_event_types`]):
 /// when one of these becomes an `EventKind`, remove it here.
-const KINDS_NOT_YET_RECORDED: &[&str] = &["deadline_approaching", "end_approaching"];
+const KINDS_NOT_YET_RECORDED: &[&str] = &[];
 
 /// Every stored kind an endpoint may subscribe to, without the `contract.` prefix.
 pub fn known_kinds() -> Vec<&'static str> {

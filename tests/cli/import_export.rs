@@ -883,7 +883,8 @@ fn runs_lists_the_ledger_after_a_run(backend: Backend) {
             "execute_cancellations",
             "auto_extend",
             "expire",
-            "refresh_deadlines"
+            "refresh_deadlines",
+            "send_reminders"
         ]),
         "{}",
         outcome.stdout

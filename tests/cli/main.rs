@@ -12,4 +12,5 @@ mod actions;
 mod backdated;
 mod config;
 mod import_export;
+mod reminders;
 mod webhooks;

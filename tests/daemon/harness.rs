@@ -614,7 +614,7 @@ pub async fn succeeded_runs(database_url: &str, zone: &str, date: NaiveDate) -> 
     .await
 }
 
-/// Wait until every zone's four jobs succeeded for its business date at `instant`.
+/// Wait until every zone's five jobs succeeded for its business date at `instant`.
 pub async fn wait_all_done(
     database_url: &str,
     zones: &[&str],
@@ -627,7 +627,7 @@ pub async fn wait_all_done(
         for zone in zones {
             let tz: chrono_tz::Tz = zone.parse().expect("test zone");
             let date = instant.with_timezone(&tz).date_naive();
-            if succeeded_runs(database_url, zone, date).await < 4 {
+            if succeeded_runs(database_url, zone, date).await < 5 {
                 missing.push(format!("{zone} {date}"));
             }
         }

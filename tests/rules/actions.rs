@@ -54,6 +54,7 @@ fn policy() -> RulePolicy {
 fn allow_billed() -> RulePolicy {
     RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     }
 }
 

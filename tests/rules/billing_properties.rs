@@ -111,6 +111,7 @@ prop_compose! {
             latest_cancellation_date: None,
             renewals: Vec::new(),
             change_requests: Vec::new(),
+            reminders: Default::default(),
         }
     }
 }
@@ -158,7 +159,7 @@ proptest! {
         line in scope_strategy(),
     ) {
         let end_date = day(end_offset);
-        let policy = RulePolicy { allow_end_before_billed_to: true };
+        let policy = RulePolicy { allow_end_before_billed_to: true, ..RulePolicy::default() };
         let mut after = contract.clone();
         let events = end_billing(&mut after, scope(line), end_date, &policy, end_date).unwrap();
 
@@ -254,7 +255,7 @@ proptest! {
         line in scope_strategy(),
     ) {
         let end_date = day(end_offset);
-        let policy = RulePolicy { allow_end_before_billed_to: true };
+        let policy = RulePolicy { allow_end_before_billed_to: true, ..RulePolicy::default() };
         let mut ended = contract.clone();
         end_billing(&mut ended, scope(line), end_date, &policy, end_date).unwrap();
         let mut planned: BTreeMap<&str, i64> = BTreeMap::new();
@@ -316,6 +317,7 @@ fn credit_note_references_count_on_from_existing_credit_notes() {
     }];
     let policy = RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     };
     end_billing(&mut contract, Scope::Contract, day(9), &policy, day(10)).unwrap();
     let note = contract.documents.last().unwrap();

@@ -113,6 +113,7 @@ fn policy() -> RulePolicy {
 fn allow_billed() -> RulePolicy {
     RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     }
 }
 
@@ -946,6 +947,7 @@ prop_compose! {
             latest_cancellation_date: None,
             renewals: Vec::new(),
             change_requests: Vec::new(),
+            reminders: Default::default(),
         };
         if let Some(at) = computed_at {
             contract.recompute_cancellation_dates(day(at));
@@ -966,7 +968,7 @@ proptest! {
         allow in any::<bool>(),
     ) {
         let business_date = day(business_offset);
-        let policy = RulePolicy { allow_end_before_billed_to: allow };
+        let policy = RulePolicy { allow_end_before_billed_to: allow, ..RulePolicy::default() };
         let due = DueDates::of(&contract);
         for job in Job::ALL.iter().copied() {
             let outcome = apply_job(job, &contract, business_date, &policy);
@@ -1000,7 +1002,7 @@ proptest! {
         first in -20..900_i64,
         step in 1..40_u64,
     ) {
-        let policy = RulePolicy { allow_end_before_billed_to: true };
+        let policy = RulePolicy { allow_end_before_billed_to: true, ..RulePolicy::default() };
         let mut current = contract;
         let mut seen = HashSet::new();
         let mut business_date = day(first);

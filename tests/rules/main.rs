@@ -12,3 +12,4 @@ mod calendar;
 mod calendar_properties;
 mod calendar_vs_postgres;
 mod lifecycle;
+mod reminders;

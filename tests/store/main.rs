@@ -9,5 +9,7 @@ pub mod support;
 mod backdated;
 mod conformance;
 mod outbox;
+mod reminder_simulation;
+mod reminders;
 mod simulation;
 mod sweep;

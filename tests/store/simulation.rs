@@ -72,6 +72,7 @@ async fn operator_actions<S: ContractStore>(
         .timestamp_millis();
     let policy = RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     };
     for _ in 0..rng.random_range(0..6) {
         let reference = &refs[rng.random_range(0..refs.len())];

@@ -292,7 +292,7 @@ async fn the_same_sweep_twice_changes_nothing<S: ContractStore>(store: S, raw: R
     // Even with the ledger forgotten, the rules themselves change nothing the second time.
     raw.execute("DELETE FROM job_runs").await;
     let third = sweep_as_of(&store, day).await;
-    assert_eq!(third.jobs.len(), 8);
+    assert_eq!(third.jobs.len(), 10);
     assert!(
         third.jobs.iter().all(|job| job.counts.changed == 0),
         "{:?}",
