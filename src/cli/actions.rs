@@ -66,7 +66,15 @@ pub async fn revoke<S: ContractStore>(
 ) -> Result<(), Failure> {
     let mode = mode(args.dry_run);
     report(vec![
-        operator::revoke(store, clock, policy, &args.reference, args.line.as_deref(), mode).await,
+        operator::revoke(
+            store,
+            clock,
+            policy,
+            &args.reference,
+            args.line.as_deref(),
+            mode,
+        )
+        .await,
     ])
 }
 

@@ -124,6 +124,7 @@ fn random_case(rng: &mut StdRng, first: NaiveDate) -> Case {
 async fn sweep<S: ContractStore>(store: &S, day: NaiveDate) {
     let policy = RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     };
     let mut options = SweepOptions::new(100, Duration::from_secs(60), policy);
     options.as_of = Some(day);
@@ -152,6 +153,7 @@ async fn cancel<S: ContractStore>(
     };
     let policy = RulePolicy {
         allow_end_before_billed_to: true,
+        ..RulePolicy::default()
     };
     let mut results = operator::cancel(
         store,

@@ -111,6 +111,7 @@ async fn operator_actions<S: ContractStore>(
                 policy,
                 std::slice::from_ref(&reference),
                 &CancelRequest::default(),
+                operator::Mode::Apply,
             )
             .await
             .remove(0),
@@ -124,10 +125,21 @@ async fn operator_actions<S: ContractStore>(
                     override_notice: true,
                     ..CancelRequest::default()
                 },
+                operator::Mode::Apply,
             )
             .await
             .remove(0),
-            5..=7 => operator::revoke(store, &clock, policy, &reference, None).await,
+            5..=7 => {
+                operator::revoke(
+                    store,
+                    &clock,
+                    policy,
+                    &reference,
+                    None,
+                    operator::Mode::Apply,
+                )
+                .await
+            }
             _ => {
                 operator::end(
                     store,
@@ -139,6 +151,7 @@ async fn operator_actions<S: ContractStore>(
                         reason: "simulated".into(),
                         notes: None,
                     },
+                    operator::Mode::Apply,
                 )
                 .await
             }

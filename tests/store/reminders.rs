@@ -311,6 +311,7 @@ async fn a_moved_date_gets_its_own_reminders_and_none_twice<S: ContractStore>(st
         policy,
         &["MOVE".to_string()],
         &CancelRequest::default(),
+        operator::Mode::Apply,
     )
     .await
     .into_iter()
@@ -319,9 +320,16 @@ async fn a_moved_date_gets_its_own_reminders_and_none_twice<S: ContractStore>(st
     });
     sweep_days(&store, date("2025-11-02"), date("2025-11-05"), &policy).await;
     // …which it is: the deadline of 2025-11-30 is back, and it was reminded of already.
-    operator::revoke(&store, &at("2025-11-06"), policy, "MOVE", None)
-        .await
-        .expect("revoke");
+    operator::revoke(
+        &store,
+        &at("2025-11-06"),
+        policy,
+        "MOVE",
+        None,
+        operator::Mode::Apply,
+    )
+    .await
+    .expect("revoke");
     sweep_days(&store, date("2025-11-06"), date("2025-12-02"), &policy).await;
     // After the deadline, refresh moves it to 2026-11-30: reminded of on 2026-10-31.
     sweep_days(&store, date("2026-10-30"), date("2026-10-31"), &policy).await;
@@ -332,6 +340,7 @@ async fn a_moved_date_gets_its_own_reminders_and_none_twice<S: ContractStore>(st
         policy,
         &["MOVE".to_string()],
         &CancelRequest::default(),
+        operator::Mode::Apply,
     )
     .await
     .into_iter()
