@@ -79,6 +79,16 @@ macro_rules! migrations {
                     "/0003_outbox.sql"
                 )),
             ),
+            (
+                6,
+                "event record json",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0006_event_record_json.sql"
+                )),
+            ),
         ])
     };
 }
