@@ -1,5 +1,6 @@
 //! Writing to SQLite: every write in one `BEGIN IMMEDIATE` transaction on the one writing
-//! connection, the rows of a whole batch bound as one JSON parameter.
+//! connection, the rows of a whole batch bound as one JSON parameter (events, which carry
+//! the contract's export record, value by value).
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
