@@ -25,7 +25,13 @@
 //!    must claim no run and read no contract), median of T;
 //! 3. on a copy of the imported database: the floor for `execute_cancellations` and `expire`;
 //! 4. on another copy: the row-at-a-time loop for the same two jobs, on a sample;
-//! 5. a check that the floor made the same transitions as the sweep.
+//! 5. a check that the floor made the same transitions as the sweep;
+//! 6. on two more copies: `sweep_due` of `expire` alone, against the minimal-schema floor of
+//!    issue 16 (`floor_contracts(id, ref, status, time_zone, end_date)` and `floor_events`,
+//!    one `INSERT … SELECT` and one `UPDATE` in one transaction).
+//!
+//! `--phases sweep,compared,floor,rows,expire,minimal` runs only the phases listed (the import
+//! always runs): `--phases expire,minimal` is the quick A/B loop of issue 16.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -172,6 +178,8 @@ struct Args {
     ticks: usize,
     seed: u64,
     postgres_url: String,
+    /// The phases to run after the import (all unless `--phases` lists some).
+    phases: Vec<String>,
     /// Hidden: run one phase in this (child) process.
     phase: Option<String>,
     /// Hidden: the phase's backend.
@@ -187,8 +195,11 @@ struct Args {
 fn usage() -> &'static str {
     "usage: cargo bench --bench sweep -- [--contracts N] [--backend sqlite|postgres|both] \
      [--batch-size B] [--parallel-zones P] [--row-sample S] [--ticks T] [--seed X] [--postgres-url URL] \
-     [--lead-times 30D,7D]"
+     [--lead-times 30D,7D] [--phases sweep,compared,floor,rows,expire,minimal]"
 }
+
+/// Every phase that runs after the import, in the order they run.
+const PHASES: [&str; 6] = ["sweep", "compared", "floor", "rows", "expire", "minimal"];
 
 impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -203,6 +214,7 @@ impl Args {
             seed: 8,
             postgres_url: std::env::var("CONTRACTD_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string()),
+            phases: PHASES.iter().map(|phase| phase.to_string()).collect(),
             phase: None,
             backend: None,
             url: None,
@@ -233,6 +245,16 @@ impl Args {
                 "--ticks" => args.ticks = number(&value()?)?.max(1),
                 "--seed" => args.seed = u64::try_from(number(&value()?)?)?,
                 "--postgres-url" => args.postgres_url = value()?,
+                "--phases" => {
+                    args.phases = value()?.split(',').map(str::to_string).collect();
+                    if let Some(unknown) = args
+                        .phases
+                        .iter()
+                        .find(|phase| !PHASES.contains(&phase.as_str()))
+                    {
+                        bail!("unknown phase '{unknown}'\n{}", usage());
+                    }
+                }
                 "--phase" => args.phase = Some(value()?),
                 "--phase-backend" => {
                     args.backend = Some(match value()?.as_str() {
@@ -319,6 +341,10 @@ struct Databases {
     rows: String,
     /// The copy the sweep of only the compared jobs runs on.
     compared: String,
+    /// The copy the sweep of `expire` alone runs on.
+    expire: String,
+    /// The copy the minimal-schema floor runs on.
+    minimal: String,
     /// PostgreSQL: the database names to drop.
     postgres_names: Vec<String>,
 }
@@ -420,12 +446,14 @@ async fn create_databases(backend: Backend, dir: &Path, args: &Args) -> anyhow::
                 floor: url("floor.db"),
                 rows: url("rows.db"),
                 compared: url("compared.db"),
+                expire: url("expire.db"),
+                minimal: url("minimal.db"),
                 postgres_names: Vec::new(),
             })
         }
         Backend::Postgres => {
             let base = format!("contractd_bench_{}", uuid::Uuid::new_v4().simple());
-            let names: Vec<String> = ["sweep", "floor", "rows", "compared"]
+            let names: Vec<String> = ["sweep", "floor", "rows", "compared", "expire", "minimal"]
                 .iter()
                 .map(|suffix| format!("{base}_{suffix}"))
                 .collect();
@@ -448,6 +476,8 @@ async fn create_databases(backend: Backend, dir: &Path, args: &Args) -> anyhow::
                 floor: postgres_url(&args.postgres_url, &names[1])?,
                 rows: postgres_url(&args.postgres_url, &names[2])?,
                 compared: postgres_url(&args.postgres_url, &names[3])?,
+                expire: postgres_url(&args.postgres_url, &names[4])?,
+                minimal: postgres_url(&args.postgres_url, &names[5])?,
                 postgres_names: names,
             })
         }
@@ -460,7 +490,13 @@ async fn copy_databases(databases: &Databases, args: &Args) -> anyhow::Result<()
         Backend::Sqlite => {
             let path = |url: &str| PathBuf::from(url.trim_start_matches("sqlite://"));
             let source = path(&databases.sweep);
-            for target in [&databases.floor, &databases.rows, &databases.compared] {
+            for target in [
+                &databases.floor,
+                &databases.rows,
+                &databases.compared,
+                &databases.expire,
+                &databases.minimal,
+            ] {
                 std::fs::copy(&source, path(target))
                     .with_context(|| format!("copying {}", source.display()))?;
             }
@@ -571,26 +607,62 @@ async fn bench_backend(args: &Args, databases: &Databases, file: &Path) -> anyho
         imported["imported"], imported["seconds"]
     );
     copy_databases(databases, args).await?;
-    eprintln!("[{}] sweep + no-op ticks ...", backend.name());
-    let swept = child("sweep", backend, &databases.sweep, args, None)?;
-    eprintln!("  sweep {:.1} s", swept["seconds"]);
-    eprintln!(
-        "[{}] sweep of execute_cancellations + expire only ...",
-        backend.name()
-    );
-    let compared = child("compared", backend, &databases.compared, args, None)?;
-    eprintln!("  compared jobs {:.1} s", compared["seconds"]);
-    eprintln!("[{}] floor ...", backend.name());
-    let floor = child("floor", backend, &databases.floor, args, None)?;
-    eprintln!("  floor {:.1} s", floor["seconds"]);
-    eprintln!("[{}] row-at-a-time ...", backend.name());
-    let rows = child("rows", backend, &databases.rows, args, None)?;
-    eprintln!("  row-at-a-time sample {:.1} s", rows["sample_seconds"]);
-    eprintln!(
-        "[{}] checking the floor against the sweep ...",
-        backend.name()
-    );
-    let check = compare(backend, &databases.sweep, &databases.floor).await?;
+    let wanted = |phase: &str| args.phases.iter().any(|listed| listed == phase);
+    let mut swept = Value::Null;
+    if wanted("sweep") {
+        eprintln!("[{}] sweep + no-op ticks ...", backend.name());
+        swept = child("sweep", backend, &databases.sweep, args, None)?;
+        eprintln!("  sweep {:.1} s", swept["seconds"]);
+    }
+    let mut compared = Value::Null;
+    if wanted("compared") {
+        eprintln!(
+            "[{}] sweep of execute_cancellations + expire only ...",
+            backend.name()
+        );
+        compared = child("compared", backend, &databases.compared, args, None)?;
+        eprintln!("  compared jobs {:.1} s", compared["seconds"]);
+    }
+    let mut floor = Value::Null;
+    if wanted("floor") {
+        eprintln!("[{}] floor ...", backend.name());
+        floor = child("floor", backend, &databases.floor, args, None)?;
+        eprintln!("  floor {:.1} s", floor["seconds"]);
+    }
+    let mut rows = Value::Null;
+    if wanted("rows") {
+        eprintln!("[{}] row-at-a-time ...", backend.name());
+        rows = child("rows", backend, &databases.rows, args, None)?;
+        eprintln!("  row-at-a-time sample {:.1} s", rows["sample_seconds"]);
+    }
+    let mut expire = Value::Null;
+    if wanted("expire") {
+        eprintln!("[{}] sweep of expire only ...", backend.name());
+        expire = child("expire", backend, &databases.expire, args, None)?;
+        eprintln!("  expire {:.2} s", expire["seconds"]);
+    }
+    let mut minimal = Value::Null;
+    if wanted("minimal") {
+        eprintln!("[{}] minimal-schema floor of expire ...", backend.name());
+        minimal = child("minimal", backend, &databases.minimal, args, None)?;
+        eprintln!("  minimal floor {:.2} s", minimal["seconds"]);
+    }
+    let mut check = Value::Null;
+    if wanted("sweep") && wanted("floor") {
+        eprintln!(
+            "[{}] checking the floor against the sweep ...",
+            backend.name()
+        );
+        check = compare(backend, &databases.sweep, &databases.floor).await?;
+    }
+    if wanted("expire") && wanted("minimal") && expire["changed"] != minimal["changed"] {
+        eprintln!(
+            "[{}] the minimal floor expired {} contracts, the expire sweep changed {}",
+            backend.name(),
+            minimal["changed"],
+            expire["changed"]
+        );
+    }
     Ok(Outcome {
         backend,
         json: json!({
@@ -601,6 +673,8 @@ async fn bench_backend(args: &Args, databases: &Databases, file: &Path) -> anyho
             "floor": floor,
             "rows": rows,
             "floor_matches_sweep": check,
+            "expire": expire,
+            "minimal": minimal,
         }),
     })
 }
@@ -730,6 +804,22 @@ impl Outcome {
                 format!("NO: {}", json["floor_matches_sweep"]["differences"])
             }
         );
+        let expire = &json["expire"];
+        let minimal = &json["minimal"];
+        let _ = writeln!(
+            out,
+            "\nexpire alone against the minimal-schema floor (issue 16):\n\
+             | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|\n\
+             | minimal floor (`floor_contracts` + `floor_events`, 2 statements) | {:.3} | {:.0} | \
+             expire/minimal = {:.2} |\n\
+             | sweep of expire (`sweep_due`, wall time; peak RSS {:.1} MiB) | {:.3} | {:.0} | |",
+            seconds(&minimal["seconds"]),
+            seconds(&minimal["changed"]) / seconds(&minimal["seconds"]),
+            seconds(&expire["seconds"]) / seconds(&minimal["seconds"]),
+            mib(&expire["peak_kib"]),
+            seconds(&expire["seconds"]),
+            seconds(&expire["changed"]) / seconds(&expire["seconds"]),
+        );
         let _ = writeln!(
             out,
             "sweep peak RSS: {:.1} MiB (batch size {})",
@@ -850,6 +940,8 @@ async fn phase_on<S: ContractStore>(
         "import" => import_phase(args, store, raw).await,
         "sweep" => sweep_phase(args, store).await,
         "compared" => compared_phase(args, store).await,
+        "expire" => expire_phase(args, store).await,
+        "minimal" => minimal_phase(raw).await,
         "floor" => floor_phase(raw).await,
         "rows" => rows_phase(args, store, raw).await,
         "profile" => profile_phase(args, store).await,
@@ -1045,6 +1137,24 @@ async fn compared_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Res
     let clock = OffsetClock::fixed(instant(SWEEP_NOW));
     let mut options = sweep_options(args);
     options.jobs = COMPARED_JOBS.to_vec();
+    let started = Instant::now();
+    let report = sweep_due(store, &clock, &options, &Shutdown::never()).await?;
+    let elapsed = started.elapsed();
+    all_succeeded(&report)?;
+    let changed: i64 = report.jobs.iter().map(|run| run.counts.changed).sum();
+    Ok(json!({
+        "seconds": elapsed.as_secs_f64(),
+        "changed": changed,
+        "runs": report.jobs.len(),
+        "peak_kib": peak_kib(),
+    }))
+}
+
+/// The real sweep of `expire` alone, on its own copy: what the minimal floor is compared with.
+async fn expire_phase<S: ContractStore>(args: &Args, store: &S) -> anyhow::Result<Value> {
+    let clock = OffsetClock::fixed(instant(SWEEP_NOW));
+    let mut options = sweep_options(args);
+    options.jobs = vec![Job::Expire];
     let started = Instant::now();
     let report = sweep_due(store, &clock, &options, &Shutdown::never()).await?;
     let elapsed = started.elapsed();
@@ -1308,6 +1418,124 @@ const POSTGRES_EXPIRE: &str = "WITH due AS MATERIALIZED ( \
        'end_date', to_char(d.end_date, 'YYYY-MM-DD'), 'lines', coalesce(ll.lines, '[]'::jsonb)), \
        'expired:' || to_char(d.end_date, 'YYYY-MM-DD'), NULL, $3 \
      FROM updated u JOIN due d ON d.id = u.id LEFT JOIN line_lists ll ON ll.contract_id = d.id";
+
+/// The minimal-schema floor of issue 16, built (untimed) from the imported rows: the
+/// contracts the expire job expires on the business date are `active` with their end date;
+/// active contracts it leaves alone (they extend, or a cancellation is pending: the minimal
+/// schema has no column to say so) are `renewing`, so the floor expires exactly the contracts
+/// the sweep of `expire` does. `?1` / `$1` is the business date.
+const MINIMAL_SETUP_SQLITE: [&str; 4] = [
+    "CREATE TABLE floor_contracts (id INTEGER PRIMARY KEY, ref TEXT NOT NULL UNIQUE, \
+     status TEXT NOT NULL, time_zone TEXT NOT NULL, end_date TEXT)",
+    "CREATE TABLE floor_events (id INTEGER PRIMARY KEY, contract_id INTEGER NOT NULL, \
+     kind TEXT NOT NULL, effective_on TEXT NOT NULL, details TEXT NOT NULL, \
+     UNIQUE (contract_id, kind, effective_on))",
+    "INSERT INTO floor_contracts (id, ref, status, time_zone, end_date) \
+     SELECT id, ref, CASE WHEN status <> 'active' THEN status \
+       WHEN due_expiry_on < ?1 AND cancellation_end_date IS NULL AND end_date IS NOT NULL \
+         AND end_date < ?1 THEN 'active' ELSE 'renewing' END, time_zone, end_date \
+     FROM contracts ORDER BY id",
+    "CREATE INDEX floor_contracts_status_end ON floor_contracts (status, end_date)",
+];
+
+const MINIMAL_SETUP_POSTGRES: [&str; 4] = [
+    "CREATE TABLE floor_contracts (id BIGINT PRIMARY KEY, ref TEXT NOT NULL UNIQUE, \
+     status TEXT NOT NULL, time_zone TEXT NOT NULL, end_date DATE)",
+    "CREATE TABLE floor_events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+     contract_id BIGINT NOT NULL, kind TEXT NOT NULL, effective_on DATE NOT NULL, \
+     details JSONB NOT NULL, UNIQUE (contract_id, kind, effective_on))",
+    "INSERT INTO floor_contracts (id, ref, status, time_zone, end_date) \
+     SELECT id, ref, CASE WHEN status <> 'active' THEN status \
+       WHEN due_expiry_on < $1 AND cancellation_end_date IS NULL AND end_date IS NOT NULL \
+         AND end_date < $1 THEN 'active' ELSE 'renewing' END, time_zone, end_date \
+     FROM contracts ORDER BY id",
+    "CREATE INDEX floor_contracts_status_end ON floor_contracts (status, end_date)",
+];
+
+/// The minimal floor itself, in one transaction: the events, then the status change.
+const MINIMAL_SQLITE: [&str; 2] = [
+    "INSERT INTO floor_events (contract_id, kind, effective_on, details) \
+     SELECT id, 'expired', ?1, json_object('end_date', end_date) FROM floor_contracts \
+     WHERE status = 'active' AND end_date < ?1",
+    "UPDATE floor_contracts SET status = 'expired' WHERE status = 'active' AND end_date < ?1",
+];
+
+const MINIMAL_POSTGRES: [&str; 2] = [
+    "INSERT INTO floor_events (contract_id, kind, effective_on, details) \
+     SELECT id, 'expired', $1, jsonb_build_object('end_date', end_date) FROM floor_contracts \
+     WHERE status = 'active' AND end_date < $1",
+    "UPDATE floor_contracts SET status = 'expired' WHERE status = 'active' AND end_date < $1",
+];
+
+/// Issue 16's floor: set up the minimal tables (untimed; SQLite checkpointed, PostgreSQL
+/// vacuumed and analysed as after the import), then time the two statements and the commit.
+async fn minimal_phase(raw: &Raw) -> anyhow::Result<Value> {
+    let (changed, events, elapsed) = match raw {
+        Raw::Sqlite(pool) => {
+            for statement in MINIMAL_SETUP_SQLITE {
+                sqlx::query(statement)
+                    .bind(BUSINESS_DATE)
+                    .execute(pool)
+                    .await
+                    .with_context(|| format!("minimal setup failed: {statement}"))?;
+            }
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+            let started = Instant::now();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let inserted = sqlx::query(MINIMAL_SQLITE[0])
+                .bind(BUSINESS_DATE)
+                .execute(&mut *tx)
+                .await?;
+            let updated = sqlx::query(MINIMAL_SQLITE[1])
+                .bind(BUSINESS_DATE)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (
+                updated.rows_affected(),
+                inserted.rows_affected(),
+                started.elapsed(),
+            )
+        }
+        Raw::Postgres(pool) => {
+            for statement in MINIMAL_SETUP_POSTGRES {
+                sqlx::query(statement)
+                    .bind(business_date())
+                    .execute(pool)
+                    .await
+                    .with_context(|| format!("minimal setup failed: {statement}"))?;
+            }
+            sqlx::query("VACUUM (ANALYZE) floor_contracts, floor_events")
+                .execute(pool)
+                .await?;
+            let started = Instant::now();
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(MINIMAL_POSTGRES[0])
+                .bind(business_date())
+                .execute(&mut *tx)
+                .await?;
+            let updated = sqlx::query(MINIMAL_POSTGRES[1])
+                .bind(business_date())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (
+                updated.rows_affected(),
+                inserted.rows_affected(),
+                started.elapsed(),
+            )
+        }
+    };
+    raw.close().await;
+    Ok(json!({
+        "seconds": elapsed.as_secs_f64(),
+        "changed": changed,
+        "events": events,
+        "peak_kib": peak_kib(),
+    }))
+}
 
 async fn floor_phase(raw: &Raw) -> anyhow::Result<Value> {
     let now_ms = instant(SWEEP_NOW).timestamp_millis();

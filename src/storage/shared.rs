@@ -89,6 +89,16 @@ macro_rules! migrations {
                     "/0004_reminders.sql"
                 )),
             ),
+            (
+                5,
+                "event record json",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0005_event_record_json.sql"
+                )),
+            ),
         ])
     };
 }

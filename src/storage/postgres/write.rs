@@ -671,7 +671,7 @@ impl EventArrays {
             "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
              details, transition_key, contract_record, run_id, recorded_at_ms) \
              SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
-             transition_key, contract_record::jsonb, $9::text, $10::bigint \
+             transition_key, contract_record::json, $9::text, $10::bigint \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
              $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
              AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, \

@@ -1,5 +1,6 @@
 //! Writing to SQLite: every write in one `BEGIN IMMEDIATE` transaction on the one writing
-//! connection, the rows of a whole batch bound as one JSON parameter.
+//! connection, the rows of a whole batch bound as one JSON parameter (events, which carry
+//! the contract's export record, value by value).
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -97,17 +98,41 @@ static INSERT_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Events in array order, each unless its contract has its transition key already; the ones
-/// inserted come back.
-static INSERT_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{ROWS} INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, \
-         line_ref, details, transition_key, contract_record, run_id, recorded_at_ms) \
-         SELECT {}, ?2, ?3 FROM u WHERE true ORDER BY u.k \
-         ON CONFLICT (contract_id, transition_key) DO NOTHING \
-         RETURNING contract_id, transition_key",
-        json_fields(0, 8)
-    )
+/// The values bound per event, in the order of [`INSERT_EVENTS_SQL`]'s rows.
+const EVENT_VALUES: usize = 8;
+
+/// Events go in statements of these many rows (a batch's events as a sum of them, largest
+/// first), so that at most this many statements are ever prepared.
+const EVENT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Per entry of [`EVENT_CHUNKS`]: the insert of that many events in row order, each unless its
+/// contract has its transition key already; the ones inserted come back. Unlike the other
+/// batch writes, events are bound value by value (`?1` the run, `?2` the time, then
+/// [`EVENT_VALUES`] per event): each carries the contract's export record, a kilobyte or more
+/// of JSON text that would otherwise be escaped into the batch's JSON array, parsed by SQLite
+/// and extracted again.
+static INSERT_EVENTS_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    EVENT_CHUNKS
+        .iter()
+        .map(|&rows| {
+            let values: Vec<String> = (0..rows)
+                .map(|row| {
+                    let first = 3 + row * EVENT_VALUES;
+                    let params: Vec<String> = (first..first + EVENT_VALUES)
+                        .map(|index| format!("?{index}"))
+                        .collect();
+                    format!("({}, ?1, ?2)", params.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, \
+                 line_ref, details, transition_key, contract_record, run_id, recorded_at_ms) \
+                 VALUES {} ON CONFLICT (contract_id, transition_key) DO NOTHING \
+                 RETURNING contract_id, transition_key",
+                values.join(", ")
+            )
+        })
+        .collect()
 });
 
 /// Per child table: the delete of the children of the contract ids in `?1`.
@@ -266,14 +291,33 @@ impl ChildRows {
     }
 }
 
+/// One event as bound.
+struct EventRow {
+    /// `contract_id`.
+    contract_id: i64,
+    /// `contract_ref`.
+    contract_ref: String,
+    /// `kind`.
+    kind: &'static str,
+    /// `effective_on`, `YYYY-MM-DD`.
+    effective_on: String,
+    /// `line_ref`.
+    line_ref: Option<String>,
+    /// `details`, as JSON text.
+    details: String,
+    /// `transition_key`: unique per contract.
+    transition_key: String,
+    /// `contract_record`: index into [`EventRows::records`].
+    record: Option<usize>,
+}
+
 /// Events of many contracts, for one insert.
 #[derive(Default)]
 struct EventRows {
-    /// `[contract id, contract ref, kind, effective on, line ref, details, transition key,
-    /// contract record]`.
-    rows: Vec<Value>,
-    /// What was sent, in order: (contract id, contract ref, transition key).
-    sent: Vec<(i64, String, String)>,
+    /// The events, in order.
+    rows: Vec<EventRow>,
+    /// The export records of the changes, as JSON text, each serialised once.
+    records: Vec<String>,
 }
 
 impl EventRows {
@@ -289,21 +333,21 @@ impl EventRows {
         if events.is_empty() {
             return;
         }
-        let contract_ref = contract.reference.as_str();
-        let record = contract_record_json(contract);
+        let record = contract_record_json(contract).map(|record| {
+            self.records.push(record);
+            self.records.len() - 1
+        });
         for (index, event) in events.iter().enumerate() {
-            let key = transition_key(event, new_version, index);
-            self.rows.push(Value::Array(vec![
-                contract_id.into(),
-                contract_ref.into(),
-                event.kind.as_str().into(),
-                format_date(event.effective_on).into(),
-                event.line_ref.clone().into(),
-                event.details.to_string().into(),
-                key.clone().into(),
-                record.clone().into(),
-            ]));
-            self.sent.push((contract_id, contract_ref.to_string(), key));
+            self.rows.push(EventRow {
+                contract_id,
+                contract_ref: contract.reference.clone(),
+                kind: event.kind.as_str(),
+                effective_on: format_date(event.effective_on),
+                line_ref: event.line_ref.clone(),
+                details: event.details.to_string(),
+                transition_key: transition_key(event, new_version, index),
+                record,
+            });
         }
     }
 
@@ -315,34 +359,48 @@ impl EventRows {
         run_id: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        if self.rows.is_empty() {
-            return Ok(());
+        let mut inserted = HashSet::with_capacity(self.rows.len());
+        let mut rest: &[EventRow] = &self.rows;
+        while !rest.is_empty() {
+            let Some(position) = EVENT_CHUNKS.iter().position(|&size| size <= rest.len()) else {
+                break;
+            };
+            let (chunk, after) = rest.split_at(EVENT_CHUNKS[position]);
+            rest = after;
+            let mut query = sqlx::query(&INSERT_EVENTS_SQL[position])
+                .bind(run_id)
+                .bind(now_ms);
+            for row in chunk {
+                query = query
+                    .bind(row.contract_id)
+                    .bind(row.contract_ref.as_str())
+                    .bind(row.kind)
+                    .bind(row.effective_on.as_str())
+                    .bind(row.line_ref.as_deref())
+                    .bind(row.details.as_str())
+                    .bind(row.transition_key.as_str())
+                    .bind(row.record.map(|index| self.records[index].as_str()));
+            }
+            let rows = query.fetch_all(&mut **tx).await?;
+            if rows.len() == chunk.len() {
+                continue;
+            }
+            for row in &rows {
+                inserted.insert((row.integer("contract_id")?, row.text("transition_key")?));
+            }
+            let missing = chunk
+                .iter()
+                .find(|event| !inserted.remove(&(event.contract_id, event.transition_key.clone())));
+            let (contract_ref, transition_key) = match missing {
+                Some(event) => (event.contract_ref.clone(), event.transition_key.clone()),
+                None => (String::new(), String::new()),
+            };
+            return Err(StorageError::DuplicateTransition {
+                contract_ref,
+                transition_key,
+            });
         }
-        let rows = sqlx::query(&INSERT_EVENTS_SQL)
-            .bind(Value::Array(self.rows).to_string())
-            .bind(run_id)
-            .bind(now_ms)
-            .fetch_all(&mut **tx)
-            .await?;
-        if rows.len() == self.sent.len() {
-            return Ok(());
-        }
-        let mut inserted = HashSet::with_capacity(rows.len());
-        for row in &rows {
-            inserted.insert((row.integer("contract_id")?, row.text("transition_key")?));
-        }
-        let missing = self
-            .sent
-            .into_iter()
-            .find(|(id, _, key)| !inserted.remove(&(*id, key.clone())));
-        let (contract_ref, transition_key) = match missing {
-            Some((_, reference, key)) => (reference, key),
-            None => (String::new(), String::new()),
-        };
-        Err(StorageError::DuplicateTransition {
-            contract_ref,
-            transition_key,
-        })
+        Ok(())
     }
 }
 
