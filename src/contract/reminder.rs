@@ -110,22 +110,6 @@ impl SentReminder {
     pub fn key(&self) -> String {
         format!("{}:{}:{}", self.kind, self.date, self.lead_time)
     }
-
-    /// Parse a key written by [`SentReminder::key`].
-    pub fn parse_key(text: &str) -> Option<SentReminder> {
-        let mut parts = text.split(':');
-        let kind = ReminderKind::parse(parts.next()?)?;
-        let date = crate::contract::record::parse_date(parts.next()?)?;
-        let lead_time = Period::parse(parts.next()?).ok()?;
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(SentReminder {
-            kind,
-            date,
-            lead_time,
-        })
-    }
 }
 
 /// A contract's reminder settings and state.

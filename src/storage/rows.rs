@@ -364,10 +364,11 @@ fn assemble(mut row: ContractRow, children: &mut Children) -> LoadedContract {
         renewals: children.renewals.remove(&id).unwrap_or_default(),
         change_requests: children.change_requests.remove(&id).unwrap_or_default(),
         reminder_lead_times: row.reminder_lead_times.map(|text| {
-            text.split(',')
-                .filter(|part| !part.is_empty())
-                .map(str::to_string)
-                .collect()
+            if text.is_empty() {
+                Vec::new()
+            } else {
+                text.split(',').map(str::to_string).collect()
+            }
         }),
         reminders_sent: row
             .reminders_sent
