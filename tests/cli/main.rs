@@ -11,4 +11,5 @@ mod action_helpers;
 mod actions;
 mod config;
 mod import_export;
+mod pgbouncer;
 mod webhooks;

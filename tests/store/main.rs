@@ -8,5 +8,6 @@ pub mod support;
 
 mod conformance;
 mod outbox;
+mod pgbouncer;
 mod simulation;
 mod sweep;
