@@ -56,7 +56,10 @@ async fn three_replicas_serving_through_pgbouncer_transition_exactly_once() {
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect();
         env.push(("CONTRACTD__DATABASE__DIRECT_URL".into(), url.clone()));
-        env.push(("CONTRACTD__DATABASE__TRANSACTION_POOLER".into(), "true".into()));
+        env.push((
+            "CONTRACTD__DATABASE__TRANSACTION_POOLER".into(),
+            "true".into(),
+        ));
         let mut replicas: Vec<Daemon> = (0..3)
             .map(|_| {
                 Daemon::start(
@@ -73,7 +76,9 @@ async fn three_replicas_serving_through_pgbouncer_transition_exactly_once() {
             replica.wait_started().await;
         }
         for replica in &mut replicas {
-            replica.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+            replica
+                .wait_status("/readyz", 200, Duration::from_secs(10))
+                .await;
         }
         wait_all_done(&url, &zones, instant, Duration::from_secs(90)).await;
         // A few more ticks with nothing to do, through the pooler all the same.
@@ -99,7 +104,10 @@ async fn three_replicas_serving_through_pgbouncer_transition_exactly_once() {
 
     let actual = events(&url).await;
     let duplicates = duplicate_transitions(&actual);
-    assert!(duplicates.is_empty(), "transitions recorded twice: {duplicates:?}");
+    assert!(
+        duplicates.is_empty(),
+        "transitions recorded twice: {duplicates:?}"
+    );
     let expected = events(&reference).await;
     assert_eq!(actual, expected);
     let kinds: BTreeSet<&str> = actual.iter().map(|e| e.kind.as_str()).collect();
