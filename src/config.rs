@@ -930,4 +930,58 @@ mod tests {
         assert!(!printed.contains("MfKQ9r8"), "{printed}");
         assert!(printed.contains("[redacted]"), "{printed}");
     }
+
+    #[test]
+    fn direct_url_is_checked_and_never_printed() {
+        let pooled = |direct: &str, pooler: bool| {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("a temporary file");
+            write!(
+                file,
+                "[database]\ndirect_url = \"{direct}\"\ntransaction_pooler = {pooler}\n"
+            )
+            .expect("written");
+            Settings::load(
+                Some(file.path()),
+                Some("postgres://app:pooled-pw@pgbouncer:6432/db"),
+            )
+        };
+        let settings = pooled("postgres://app:direct-pw@server:5432/db", true).expect("valid");
+        assert_eq!(
+            settings.database.statements(),
+            crate::storage::Statements::Unnamed
+        );
+        let printed = format!("{:?}", settings.database);
+        assert!(!printed.contains("direct-pw"), "{printed}");
+        assert!(!printed.contains("pooled-pw"), "{printed}");
+        assert!(printed.contains("server:5432"), "{printed}");
+        let error = pooled("mysql://server/db", false).expect_err("not PostgreSQL");
+        assert!(
+            error
+                .to_string()
+                .starts_with("configuration key database.direct_url:"),
+            "{error}"
+        );
+        let error = load("[database]\ndirect_url = \"postgres://server/db\"\n")
+            .expect_err("SQLite has no direct_url");
+        assert!(
+            error
+                .to_string()
+                .contains("database.direct_url: only for PostgreSQL"),
+            "{error}"
+        );
+        let error = load("[database]\ntransaction_pooler = true\n").expect_err("SQLite");
+        assert!(
+            error.to_string().contains("database.transaction_pooler"),
+            "{error}"
+        );
+        let defaults = load("").expect("defaults");
+        assert_eq!(defaults.database.direct_url, None);
+        assert_eq!(
+            defaults.database.statements(),
+            crate::storage::Statements::Prepared
+        );
+    }
 }
