@@ -919,6 +919,9 @@ async fn run_phase(phase: &str, args: &Args) -> anyhow::Result<Value> {
             let defaults = Settings::load(None, None)?;
             let store = PostgresStore::connect(&PostgresSettings {
                 url: url.clone(),
+                // The benchmark connects straight to the server, which also takes the migrations.
+                direct_url: Some(url.clone()),
+                statements: defaults.database.statements(),
                 max_connections: defaults.database.max_connections,
                 connect_timeout: Duration::from_millis(defaults.database.connect_timeout_ms),
             })

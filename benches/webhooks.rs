@@ -518,6 +518,9 @@ async fn bench_on(
         Backend::Postgres => {
             let store = PostgresStore::connect(&PostgresSettings {
                 url: database.url.clone(),
+                // The benchmark connects straight to the server, which also takes the migrations.
+                direct_url: Some(database.url.clone()),
+                statements: defaults.database.statements(),
                 max_connections: defaults.database.max_connections,
                 connect_timeout: Duration::from_millis(defaults.database.connect_timeout_ms),
             })

@@ -2,6 +2,7 @@
 //! then environment variables `CONTRACTD__SECTION__KEY`. Checked once at start: a wrong value
 //! is an error naming its key.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,12 +96,19 @@ pub struct Settings {
     pub reminders: ReminderSettings,
 }
 
-/// `[database]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[database]`. Its URLs may hold passwords: `Debug` prints them redacted.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `sqlite://FILE` or `postgres://…`.
     pub url: String,
+    /// PostgreSQL: a URL straight to the server, for migrations (they need a session of
+    /// their own) when `url` goes through a pooler; absent, `url` serves for everything.
+    #[serde(default)]
+    pub direct_url: Option<String>,
+    /// PostgreSQL: `url` goes through a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`), so statements must not outlive a transaction.
+    pub transaction_pooler: bool,
     /// Connection pool size.
     pub max_connections: u32,
     /// Apply migrations when a command starts.
@@ -109,6 +117,34 @@ pub struct DatabaseSettings {
     pub busy_timeout_ms: u64,
     /// PostgreSQL: connection wait.
     pub connect_timeout_ms: u64,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::storage::redact_url(&self.url))
+            .field(
+                "direct_url",
+                &self.direct_url.as_deref().map(crate::storage::redact_url),
+            )
+            .field("transaction_pooler", &self.transaction_pooler)
+            .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
+impl DatabaseSettings {
+    /// How statements are sent to PostgreSQL through `url`.
+    pub fn statements(&self) -> crate::storage::Statements {
+        if self.transaction_pooler {
+            crate::storage::Statements::Unnamed
+        } else {
+            crate::storage::Statements::Prepared
+        }
+    }
 }
 
 /// `[contracts]`.
@@ -580,8 +616,41 @@ impl Settings {
             })
     }
 
-    /// Which database the URL selects.
+    /// Which database the URL selects; also checks `database.direct_url` and
+    /// `database.transaction_pooler`, which only PostgreSQL has.
     pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let kind = self.url_kind()?;
+        if let Some(direct) = &self.database.direct_url {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "database.direct_url",
+                message,
+            };
+            if kind != DatabaseKind::Postgres {
+                return Err(invalid(
+                    "only for PostgreSQL (database.url is SQLite)".into(),
+                ));
+            }
+            if !(direct.starts_with("postgres://") || direct.starts_with("postgresql://")) {
+                return Err(invalid(format!(
+                    "'{}' is not postgres://…",
+                    crate::storage::redact_url(direct)
+                )));
+            }
+            url::Url::parse(direct).map_err(|error| {
+                invalid(format!("{}: {error}", crate::storage::redact_url(direct)))
+            })?;
+        }
+        if self.database.transaction_pooler && kind != DatabaseKind::Postgres {
+            return Err(ConfigError::Invalid {
+                key: "database.transaction_pooler",
+                message: "only for PostgreSQL (database.url is SQLite)".into(),
+            });
+        }
+        Ok(kind)
+    }
+
+    /// Which database `database.url` selects.
+    fn url_kind(&self) -> Result<DatabaseKind, ConfigError> {
         let url = self.database.url.as_str();
         if url.starts_with("sqlite:") {
             Ok(DatabaseKind::Sqlite)
@@ -947,5 +1016,59 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(!printed.contains("MfKQ9r8"), "{printed}");
         assert!(printed.contains("[redacted]"), "{printed}");
+    }
+
+    #[test]
+    fn direct_url_is_checked_and_never_printed() {
+        let pooled = |direct: &str, pooler: bool| {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("a temporary file");
+            write!(
+                file,
+                "[database]\ndirect_url = \"{direct}\"\ntransaction_pooler = {pooler}\n"
+            )
+            .expect("written");
+            Settings::load(
+                Some(file.path()),
+                Some("postgres://app:pooled-pw@pgbouncer:6432/db"),
+            )
+        };
+        let settings = pooled("postgres://app:direct-pw@server:5432/db", true).expect("valid");
+        assert_eq!(
+            settings.database.statements(),
+            crate::storage::Statements::Unnamed
+        );
+        let printed = format!("{:?}", settings.database);
+        assert!(!printed.contains("direct-pw"), "{printed}");
+        assert!(!printed.contains("pooled-pw"), "{printed}");
+        assert!(printed.contains("server:5432"), "{printed}");
+        let error = pooled("mysql://server/db", false).expect_err("not PostgreSQL");
+        assert!(
+            error
+                .to_string()
+                .starts_with("configuration key database.direct_url:"),
+            "{error}"
+        );
+        let error = load("[database]\ndirect_url = \"postgres://server/db\"\n")
+            .expect_err("SQLite has no direct_url");
+        assert!(
+            error
+                .to_string()
+                .contains("database.direct_url: only for PostgreSQL"),
+            "{error}"
+        );
+        let error = load("[database]\ntransaction_pooler = true\n").expect_err("SQLite");
+        assert!(
+            error.to_string().contains("database.transaction_pooler"),
+            "{error}"
+        );
+        let defaults = load("").expect("defaults");
+        assert_eq!(defaults.database.direct_url, None);
+        assert_eq!(
+            defaults.database.statements(),
+            crate::storage::Statements::Prepared
+        );
     }
 }

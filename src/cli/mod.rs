@@ -103,7 +103,11 @@ pub fn main() -> ExitCode {
         Err(failure) => {
             let (Failure::Failed(error) | Failure::Usage(error) | Failure::InvalidInput(error)) =
                 &failure;
-            eprintln!("contractd: {}", causes(error));
+            let line = causes(error);
+            eprintln!("contractd: {line}");
+            if let Some(hint) = pooler_hint(&line) {
+                eprintln!("contractd: {hint}");
+            }
             ExitCode::from(failure.code())
         }
     }
@@ -126,6 +130,18 @@ fn causes(error: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// A hint for the errors of named prepared statements that meet a transaction pooler
+/// (another client's statement of the same name, or ours gone with the server connection):
+/// the operator has put PgBouncer in transaction mode in front without saying so.
+fn pooler_hint(line: &str) -> Option<&'static str> {
+    let named = line.contains("prepared statement \"sqlx_s_");
+    (named && (line.contains("already exists") || line.contains("does not exist"))).then_some(
+        "hint: is database.url a pooler in transaction mode (PgBouncer)? Then set \
+         database.transaction_pooler = true, and database.direct_url to the server for the \
+         migrations (docs/operations.md, Behind PgBouncer)",
+    )
 }
 
 /// What every command gets.
@@ -157,6 +173,8 @@ async fn dispatch(context: CommandContext, command: Command) -> Result<(), Failu
         DatabaseKind::Postgres => {
             let store = PostgresStore::connect(&PostgresSettings {
                 url: settings.database.url.clone(),
+                direct_url: settings.database.direct_url.clone(),
+                statements: settings.database.statements(),
                 max_connections: settings.database.max_connections,
                 connect_timeout: Duration::from_millis(settings.database.connect_timeout_ms),
             })
@@ -264,6 +282,17 @@ mod tests {
             "cannot connect to postgres: error returned from database: prepared statement \
              \"sqlx_s_1\" already exists"
         );
+    }
+
+    #[test]
+    fn named_statement_errors_hint_at_the_pooler_setting() {
+        let error = anyhow::Error::new(Repeating(Inner)).context("cannot connect to postgres");
+        let hint = super::pooler_hint(&causes(&error)).expect("a hint");
+        assert!(
+            hint.contains("database.transaction_pooler = true"),
+            "{hint}"
+        );
+        assert_eq!(super::pooler_hint("connection refused"), None);
     }
 
     #[test]

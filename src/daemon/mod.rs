@@ -459,6 +459,14 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     };
     check("database.url", old.database.url != new.database.url);
     check(
+        "database.direct_url",
+        old.database.direct_url != new.database.direct_url,
+    );
+    check(
+        "database.transaction_pooler",
+        old.database.transaction_pooler != new.database.transaction_pooler,
+    );
+    check(
         "database.max_connections",
         old.database.max_connections != new.database.max_connections,
     );

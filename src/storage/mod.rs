@@ -30,7 +30,7 @@ pub use outbox::{
     DeliveryStatus, EndpointState, EventId, FeedEvent, FeedPosition, OutboxStore, Requeue,
     Subscription,
 };
-pub use postgres::{PostgresSettings, PostgresStore};
+pub use postgres::{PostgresSettings, PostgresStore, Statements};
 pub use shared::RETRY_FAILED_RUN_AFTER_MS;
 pub use sqlite::SqliteStore;
 
@@ -79,6 +79,13 @@ pub enum StorageError {
     /// The database URL cannot be used.
     #[error("database url: {0}")]
     Url(String),
+    /// Schema migrations are pending, and the only connection goes through a transaction
+    /// pooler, which keeps no session for the migrator's lock.
+    #[error(
+        "schema migrations are pending and need a connection straight to the server (a \
+         transaction pooler keeps no session for their lock): set database.direct_url"
+    )]
+    MigrationsNeedSession,
 }
 
 impl From<sqlx::Error> for StorageError {

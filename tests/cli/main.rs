@@ -12,5 +12,6 @@ mod actions;
 mod backdated;
 mod config;
 mod import_export;
+mod pgbouncer;
 mod reminders;
 mod webhooks;

@@ -9,5 +9,6 @@ mod harness;
 
 mod endpoints;
 mod interruptions;
+mod pgbouncer;
 mod postgres;
 mod webhooks;

@@ -9,6 +9,7 @@ pub mod support;
 mod backdated;
 mod conformance;
 mod outbox;
+mod pgbouncer;
 mod reminder_simulation;
 mod reminders;
 mod simulation;

@@ -10,6 +10,7 @@
 //! `#[path = "../support/mod.rs"] pub mod support;`. It is `pub` there: these helpers are the
 //! suite's shared API, so one that a binary does not use is no dead code in that binary.
 
+pub mod pgbouncer;
 pub mod population;
 pub mod webhooks;
 
@@ -22,7 +23,9 @@ use chrono::NaiveDate;
 use contractd::contract::record::{read_record, ParseDefaults};
 use contractd::contract::Contract;
 use contractd::storage::sqlite::SqliteSettings;
-use contractd::storage::{redact_url, ContractStore, PostgresSettings, PostgresStore, SqliteStore};
+use contractd::storage::{
+    redact_url, ContractStore, PostgresSettings, PostgresStore, SqliteStore, Statements,
+};
 use futures::FutureExt;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tempfile::TempDir;
@@ -261,6 +264,8 @@ pub async fn fresh_postgres_url() -> String {
 pub async fn connect_postgres(url: &str) -> PostgresStore {
     PostgresStore::connect(&PostgresSettings {
         url: url.to_string(),
+        direct_url: None,
+        statements: Statements::Prepared,
         max_connections: 4,
         connect_timeout: Duration::from_secs(15),
     })

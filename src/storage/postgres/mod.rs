@@ -1,11 +1,13 @@
 //! PostgreSQL: the production database, shared by several replicas. Dates are `date`.
 //! Semantics are those of the SQLite store, checked by the same conformance suite.
 //!
-//! `connect.rs` connects and migrates, `read.rs` reads, `write.rs` writes (in batches bound
+//! `connect.rs` connects and migrates, `executor.rs` decides how statements are sent (so
+//! that a transaction pooler may sit in front of the server), `read.rs` reads, `write.rs` writes (in batches bound
 //! as arrays), `outbox.rs` keeps the feed and the webhook deliveries; this module holds the
 //! store and routes the [`ContractStore`] and [`OutboxStore`] calls to them.
 
 mod connect;
+mod executor;
 mod outbox;
 mod read;
 mod write;
@@ -13,7 +15,6 @@ mod write;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use sqlx::PgPool;
 
 use super::{
     Attempt, Backlog, BatchCursor, BatchProgress, ClaimedDelivery, CommitOutcome, ContractChange,
@@ -22,14 +23,22 @@ use super::{
     StorageError, StoredEvent, Subscription,
 };
 use crate::lifecycle::Job;
+use executor::Pool;
 
+pub use executor::Statements;
 pub use write::PostgresImport;
 
 /// Connection settings for PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
-    /// `postgres://user:password@host:port/database?options`.
+    /// `postgres://user:password@host:port/database?options`: every query goes here.
     pub url: String,
+    /// A connection straight to the server, for what needs a session of its own (the
+    /// migrations, which hold a session-level lock); `None`: `url` is used for that too.
+    pub direct_url: Option<String>,
+    /// How statements are sent through `url`: [`Statements::Unnamed`] when it is a
+    /// transaction pooler (PgBouncer's `pool_mode = transaction`).
+    pub statements: Statements,
     /// Pool size: the most connections this process opens at once.
     pub max_connections: u32,
     /// How long opening (or waiting for) a connection may take before it fails.
@@ -40,7 +49,11 @@ pub struct PostgresSettings {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     /// The connection pool every query goes through.
-    pool: PgPool,
+    pool: Pool,
+    /// Where migrations run when not on the pool: the settings' `direct_url`.
+    direct_url: Option<String>,
+    /// How long opening a direct connection may take.
+    connect_timeout: Duration,
 }
 
 impl ContractStore for PostgresStore {

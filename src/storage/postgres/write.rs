@@ -9,8 +9,9 @@ use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 use sqlx::postgres::PgArguments;
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 
+use super::executor::Transaction;
 use super::read::PostgresDialect;
 use super::PostgresStore;
 use crate::contract::{Cancellation, Contract, ContractEvent};
@@ -568,7 +569,7 @@ impl ChildArrays {
     }
 
     /// Delete the replaced rows, then insert the new ones.
-    async fn write(mut self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StorageError> {
+    async fn write(mut self, tx: &mut Transaction) -> Result<(), StorageError> {
         if self.replaced.iter().any(|ids| !ids.is_empty()) {
             let replaced = std::mem::take(&mut self.replaced);
             replaced
@@ -648,7 +649,7 @@ impl EventArrays {
     /// caller's transaction is then rolled back).
     async fn insert(
         self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction,
         run_id: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StorageError> {
@@ -741,7 +742,7 @@ fn duplicate_transition(
 /// An import into PostgreSQL: one transaction, held until commit.
 pub struct PostgresImport {
     /// Everything the import inserts; rolled back when dropped.
-    pub(super) tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction,
 }
 
 impl ContractImport for PostgresImport {
