@@ -608,45 +608,37 @@ async fn bench_backend(args: &Args, databases: &Databases, file: &Path) -> anyho
     );
     copy_databases(databases, args).await?;
     let wanted = |phase: &str| args.phases.iter().any(|listed| listed == phase);
-    let mut swept = Value::Null;
-    if wanted("sweep") {
-        eprintln!("[{}] sweep + no-op ticks ...", backend.name());
-        swept = child("sweep", backend, &databases.sweep, args, None)?;
-        eprintln!("  sweep {:.1} s", swept["seconds"]);
-    }
-    let mut compared = Value::Null;
-    if wanted("compared") {
-        eprintln!(
-            "[{}] sweep of execute_cancellations + expire only ...",
-            backend.name()
-        );
-        compared = child("compared", backend, &databases.compared, args, None)?;
-        eprintln!("  compared jobs {:.1} s", compared["seconds"]);
-    }
-    let mut floor = Value::Null;
-    if wanted("floor") {
-        eprintln!("[{}] floor ...", backend.name());
-        floor = child("floor", backend, &databases.floor, args, None)?;
-        eprintln!("  floor {:.1} s", floor["seconds"]);
-    }
-    let mut rows = Value::Null;
-    if wanted("rows") {
-        eprintln!("[{}] row-at-a-time ...", backend.name());
-        rows = child("rows", backend, &databases.rows, args, None)?;
-        eprintln!("  row-at-a-time sample {:.1} s", rows["sample_seconds"]);
-    }
-    let mut expire = Value::Null;
-    if wanted("expire") {
-        eprintln!("[{}] sweep of expire only ...", backend.name());
-        expire = child("expire", backend, &databases.expire, args, None)?;
-        eprintln!("  expire {:.2} s", expire["seconds"]);
-    }
-    let mut minimal = Value::Null;
-    if wanted("minimal") {
-        eprintln!("[{}] minimal-schema floor of expire ...", backend.name());
-        minimal = child("minimal", backend, &databases.minimal, args, None)?;
-        eprintln!("  minimal floor {:.2} s", minimal["seconds"]);
-    }
+    // One phase in its own process when it was asked for: what it measured, or null.
+    let phase = |name: &str, title: &str, url: &str, figure: &str| -> anyhow::Result<Value> {
+        if !wanted(name) {
+            return Ok(Value::Null);
+        }
+        eprintln!("[{}] {title} ...", backend.name());
+        let measured = child(name, backend, url, args, None)?;
+        eprintln!("  {name} {:.2} s", measured[figure]);
+        Ok(measured)
+    };
+    let swept = phase("sweep", "sweep + no-op ticks", &databases.sweep, "seconds")?;
+    let compared = phase(
+        "compared",
+        "sweep of execute_cancellations + expire only",
+        &databases.compared,
+        "seconds",
+    )?;
+    let floor = phase("floor", "floor", &databases.floor, "seconds")?;
+    let rows = phase("rows", "row-at-a-time", &databases.rows, "sample_seconds")?;
+    let expire = phase(
+        "expire",
+        "sweep of expire only",
+        &databases.expire,
+        "seconds",
+    )?;
+    let minimal = phase(
+        "minimal",
+        "minimal-schema floor of expire",
+        &databases.minimal,
+        "seconds",
+    )?;
     let mut check = Value::Null;
     if wanted("sweep") && wanted("floor") {
         eprintln!(

@@ -6,7 +6,7 @@
 //! re-read and re-plan, at most a few times). A dry run plans the same way and stores
 //! nothing.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::clock::{business_date, unix_ms, Clock};
 use crate::contract::record::InvalidContract;
@@ -134,6 +134,22 @@ struct Step<'a, T> {
     mode: Mode,
 }
 
+/// A step as of the instant `now`: today is that instant's date in the contract's zone.
+fn step_at(
+    reference: &str,
+    now: DateTime<Utc>,
+    history: bool,
+    mode: Mode,
+) -> Step<'_, impl Fn(&Contract) -> NaiveDate> {
+    Step {
+        reference,
+        today_of: move |contract: &Contract| business_date(now, contract.time_zone),
+        now_ms: unix_ms(now),
+        history,
+        mode,
+    }
+}
+
 impl<T: Fn(&Contract) -> NaiveDate> Step<'_, T> {
     /// Load the contract (and, when asked for, its extensions in force), plan, and store
     /// guarded by the version read, planning again when the contract changed meanwhile. A
@@ -224,14 +240,8 @@ pub async fn cancel<S: ContractStore>(
     let now = clock.now();
     let mut results = Vec::with_capacity(references.len());
     for reference in references {
-        let step = Step {
-            reference,
-            today_of: |contract: &Contract| business_date(now, contract.time_zone),
-            now_ms: unix_ms(now),
-            // The end date on the received date, which the extensions since tell.
-            history: true,
-            mode,
-        };
+        // The end date on the received date, which the extensions since tell.
+        let step = step_at(reference, now, true, mode);
         results.push(
             step.run(store, |contract, extensions, today| {
                 actions::cancel_with_history(contract, request, extensions, today, &policy)
@@ -252,19 +262,12 @@ pub async fn end<S: ContractStore>(
     request: &EndEarlyRequest,
     mode: Mode,
 ) -> Result<ActionOutcome, ActionFailure> {
-    let now = clock.now();
-    let step = Step {
-        reference,
-        today_of: |contract: &Contract| business_date(now, contract.time_zone),
-        now_ms: unix_ms(now),
-        history: false,
-        mode,
-    };
-    step.run(store, |contract, _, today| {
-        actions::end_early(contract, request, today, &policy)
-            .map(|transition| rescheduled(transition, &policy))
-    })
-    .await
+    step_at(reference, clock.now(), false, mode)
+        .run(store, |contract, _, today| {
+            actions::end_early(contract, request, today, &policy)
+                .map(|transition| rescheduled(transition, &policy))
+        })
+        .await
 }
 
 /// Revoke the pending cancellation of `reference`, or of its line `line`.
@@ -276,18 +279,12 @@ pub async fn revoke<S: ContractStore>(
     line: Option<&str>,
     mode: Mode,
 ) -> Result<ActionOutcome, ActionFailure> {
-    let now = clock.now();
-    let step = Step {
-        reference,
-        today_of: |contract: &Contract| business_date(now, contract.time_zone),
-        now_ms: unix_ms(now),
-        history: false,
-        mode,
-    };
-    step.run(store, |contract, _, today| {
-        actions::revoke(contract, line, today).map(|transition| rescheduled(transition, &policy))
-    })
-    .await
+    step_at(reference, clock.now(), false, mode)
+        .run(store, |contract, _, today| {
+            actions::revoke(contract, line, today)
+                .map(|transition| rescheduled(transition, &policy))
+        })
+        .await
 }
 
 /// The transition with the contract's next reminder scheduled for its new state, as every

@@ -5,7 +5,6 @@
 use chrono::NaiveDate;
 use contractd::calendar::prorate;
 use contractd::calendar::Period;
-use contractd::contract::record::{read_record, ParseDefaults};
 use contractd::contract::Transition;
 use contractd::contract::{
     Contract, ContractStatus, DocumentKind, DocumentStatus, EventKind, LineStatus, ScheduleStatus,
@@ -17,34 +16,25 @@ use contractd::lifecycle::actions::{
 use contractd::lifecycle::{auto_extend, execute_cancellations, expire, RulePolicy};
 use serde_json::{json, Value};
 
-use crate::support::date;
+use crate::support::{date, patched_contract};
 
 /// A contract from an import record: the defaults below with the fields of `patch` replaced,
 /// its dates computed as of `today` (as import stores it).
 fn contract(patch: Value, today: &str) -> Contract {
-    let mut record = json!({
-        "ref": "C-1",
-        "customer": "ACME",
-        "time_zone": "Europe/Berlin",
-        "start_date": "2025-01-01",
-        "end_date": "2025-12-31",
-        "notice_period": "1M",
-        "cancellation_window": "end_of_term",
-        "auto_extend": false,
-    });
-    if let (Some(target), Some(source)) = (record.as_object_mut(), patch.as_object()) {
-        for (key, value) in source {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-    let mut contract = read_record(&record.to_string())
-        .unwrap()
-        .parse(&ParseDefaults {
-            time_zone: chrono_tz::UTC,
-        })
-        .unwrap();
-    contract.recompute_cancellation_dates(date(today));
-    contract
+    patched_contract(
+        json!({
+            "ref": "C-1",
+            "customer": "ACME",
+            "time_zone": "Europe/Berlin",
+            "start_date": "2025-01-01",
+            "end_date": "2025-12-31",
+            "notice_period": "1M",
+            "cancellation_window": "end_of_term",
+            "auto_extend": false,
+        }),
+        patch,
+        date(today),
+    )
 }
 
 fn policy() -> RulePolicy {

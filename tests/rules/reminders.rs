@@ -14,7 +14,7 @@ use contractd::lifecycle::{apply_job, DueDates, Job, RulePolicy};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::support::date;
+use crate::support::{date, patched_contract};
 
 fn p(text: &str) -> Period {
     text.parse().unwrap()
@@ -27,27 +27,19 @@ fn leads(texts: &[&str]) -> LeadTimes {
 /// A contract from an import record with `patch` over a base, its dates computed as of
 /// `today` and its next reminder scheduled with `configured`, as import stores it.
 fn contract(patch: Value, today: &str, configured: &LeadTimes) -> Contract {
-    let mut record = json!({
-        "ref": "R-1",
-        "customer": "ACME",
-        "time_zone": "UTC",
-        "start_date": "2025-01-01",
-        "notice_period": "1M",
-        "cancellation_window": "end_of_year",
-        "auto_extend": false,
-    });
-    if let (Some(target), Some(source)) = (record.as_object_mut(), patch.as_object()) {
-        for (key, value) in source {
-            target.insert(key.clone(), value.clone());
-        }
-    }
-    let mut contract = read_record(&record.to_string())
-        .unwrap()
-        .parse(&ParseDefaults {
-            time_zone: chrono_tz::UTC,
-        })
-        .unwrap();
-    contract.recompute_cancellation_dates(date(today));
+    let mut contract = patched_contract(
+        json!({
+            "ref": "R-1",
+            "customer": "ACME",
+            "time_zone": "UTC",
+            "start_date": "2025-01-01",
+            "notice_period": "1M",
+            "cancellation_window": "end_of_year",
+            "auto_extend": false,
+        }),
+        patch,
+        date(today),
+    );
     reschedule(&mut contract, configured);
     contract
 }

@@ -9,6 +9,7 @@
 //! - every reminder takes effect inside its window: never after the date it reminds of, never
 //!   before its lead time.
 
+use crate::support::all_contracts;
 use crate::support::population;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use contractd::calendar::{shift_back, Period};
 use contractd::clock::OffsetClock;
 use contractd::contract::record::ParseDefaults;
-use contractd::contract::{Contract, LeadTimes};
+use contractd::contract::LeadTimes;
 use contractd::lifecycle::actions::{CancelRequest, EndEarlyRequest};
 use contractd::lifecycle::reminders::{lead_times_of, reminder_target};
 use contractd::lifecycle::RulePolicy;
@@ -43,24 +44,6 @@ crate::both_databases! {
 
 /// One reminder: (contract, kind, date reminded of, lead time).
 type Key = (String, String, NaiveDate, String);
-
-async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
-    let mut contracts = Vec::with_capacity(CONTRACTS);
-    let mut after = 0;
-    loop {
-        let page = store.contracts_page(after, 1000).await.expect("page");
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for loaded in page {
-            contracts.push(
-                loaded
-                    .contract
-                    .unwrap_or_else(|error| panic!("a stored contract broke the rules: {error}")),
-            );
-        }
-    }
-    contracts
-}
 
 /// A random subset of the lead times (possibly empty), in random order.
 fn random_lead_times(rng: &mut StdRng) -> Vec<&'static str> {

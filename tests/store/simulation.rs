@@ -10,6 +10,7 @@
 //! - every status change of the day has exactly one event explaining it, made that day.
 
 use crate::support;
+use crate::support::all_contracts;
 use crate::support::population;
 
 use std::collections::HashMap;
@@ -38,24 +39,6 @@ const ZONES: [&str; 3] = ["Europe/Berlin", "America/New_York", "Asia/Kolkata"];
 
 crate::both_databases! {
     store_and_raw: [three_years_of_daily_sweeps],
-}
-
-async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
-    let mut contracts = Vec::with_capacity(CONTRACTS);
-    let mut after = 0;
-    loop {
-        let page = store.contracts_page(after, 1000).await.expect("page");
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for loaded in page {
-            contracts.push(
-                loaded
-                    .contract
-                    .unwrap_or_else(|error| panic!("a stored contract broke the rules: {error}")),
-            );
-        }
-    }
-    contracts
 }
 
 /// What the operator does on one day: a few random actions, refusals included.

@@ -387,3 +387,40 @@ pub fn contract_from_json(json: &str) -> Contract {
         })
         .unwrap_or_else(|error| panic!("invalid test contract: {error}\n{json}"))
 }
+
+/// A contract from `base` with the fields of `patch` replaced, its cancellation dates
+/// computed as of `today`, as import stores it.
+pub fn patched_contract(
+    mut base: serde_json::Value,
+    patch: serde_json::Value,
+    today: NaiveDate,
+) -> Contract {
+    if let (Some(target), Some(source)) = (base.as_object_mut(), patch.as_object()) {
+        for (key, value) in source {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    let mut contract = contract_from_json(&base.to_string());
+    contract.recompute_cancellation_dates(today);
+    contract
+}
+
+/// Every stored contract, read page by page in id order; a stored contract that breaks the
+/// rules fails the test.
+pub async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
+    let mut contracts = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.contracts_page(after, 1000).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for loaded in page {
+            contracts.push(
+                loaded
+                    .contract
+                    .unwrap_or_else(|error| panic!("a stored contract broke the rules: {error}")),
+            );
+        }
+    }
+    contracts
+}
