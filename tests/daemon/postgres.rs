@@ -3,11 +3,12 @@
 //! under a running daemon (a private cluster, so the shared test server stays up).
 
 use crate::support;
+use crate::support::noon;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 
 use crate::harness::{
     contractd_ok, copy_postgres, duplicate_transitions, events, expiring, export, import,
@@ -20,11 +21,6 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect()
-}
-
-/// Noon UTC of `date`: no test zone is near its midnight then.
-fn noon(date: NaiveDate) -> chrono::DateTime<Utc> {
-    Utc.from_utc_datetime(&date.and_hms_opt(12, 0, 0).expect("noon"))
 }
 
 /// Three `serve` processes on one database, restarted with `--now` a day later four times

@@ -9,10 +9,11 @@
 //! the sweeps up to T. Both are then swept on to the same final date and must be identical,
 //! apart from their refs, their events and their recording instants.
 
+use crate::support::noon;
 use std::io::BufReader;
 use std::time::Duration;
 
-use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono::{Days, NaiveDate};
 use contractd::calendar::{prorate, shift, Period};
 use contractd::clock::OffsetClock;
 use contractd::contract::record::{ContractRecord, ParseDefaults};
@@ -32,10 +33,6 @@ const PAIRS: usize = 24;
 
 crate::both_databases! {
     store: [backdated_cancellation_equals_a_timely_one_swept_to_the_same_date],
-}
-
-fn noon(day: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).expect("noon"))
 }
 
 fn period(text: &str) -> Period {

@@ -6,20 +6,19 @@
 use crate::support;
 use crate::support::pgbouncer::PgBouncer;
 use crate::support::population;
+use crate::support::{load, noon};
 
-use std::io::BufReader;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use contractd::clock::OffsetClock;
-use contractd::contract::record::ParseDefaults;
 use contractd::lifecycle::RulePolicy;
 use contractd::shutdown::Shutdown;
 use contractd::storage::{
     ContractStore, PostgresSettings, PostgresStore, Statements, StorageError,
 };
 use contractd::sweep::{sweep_due, SweepOptions};
-use contractd::transfer::{export, import};
+use contractd::transfer::export;
 use support::{connect_postgres, date, drop_postgres, fresh_postgres_url};
 
 /// A store whose queries go through `bouncer` to the database `url`; migrations go straight
@@ -38,24 +37,6 @@ async fn pooled(
         connect_timeout: Duration::from_secs(15),
     })
     .await
-}
-
-fn noon(day: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).expect("noon"))
-}
-
-async fn load<S: ContractStore>(store: &S, lines: &str, today: NaiveDate) {
-    import(
-        store,
-        BufReader::new(lines.as_bytes()),
-        &ParseDefaults {
-            time_zone: chrono_tz::UTC,
-        },
-        noon(today),
-        |_| {},
-    )
-    .await
-    .unwrap_or_else(|error| panic!("import failed: {error:?}"));
 }
 
 /// One sweep as of `day`, as the process `owner`, in small batches (many transactions).

@@ -3,13 +3,14 @@
 //! a 40-day catch-up against 40 daily sweeps, and a quiet day that reads no contract.
 
 use crate::support;
+use crate::support::noon;
 use crate::support::population;
 
 use std::collections::BTreeSet;
 use std::io::BufReader;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use contractd::calendar::Period;
 use contractd::clock::OffsetClock;
 use contractd::contract::record::ParseDefaults;
@@ -37,10 +38,6 @@ crate::both_databases! {
     store_and_raw: [
         forty_days_of_catch_up_send_the_reminders_of_forty_daily_sweeps,
     ],
-}
-
-fn noon(day: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).expect("noon"))
 }
 
 fn lead_times(texts: &[&str]) -> LeadTimes {

@@ -4,45 +4,24 @@
 
 use crate::support;
 use crate::support::population;
+use crate::support::{load, noon};
 
-use std::io::BufReader;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use contractd::clock::OffsetClock;
-use contractd::contract::record::ParseDefaults;
 use contractd::contract::{Contract, ContractStatus, LineStatus};
 use contractd::lifecycle::{Job, RulePolicy};
 use contractd::shutdown::Shutdown;
 use contractd::storage::{ContractStore, RunKey, RunStatus};
 use contractd::sweep::{run_job, sweep_due, JobOutcome, SweepOptions, SweepReport};
-use contractd::transfer::{export, import};
+use contractd::transfer::export;
 use support::{date, fresh_sqlite, with_postgres, RawDb};
-
-/// Noon UTC of a date: every zone in these tests is on that date or next to it.
-fn noon(day: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).expect("noon"))
-}
 
 fn instant(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("test instant")
         .with_timezone(&Utc)
-}
-
-/// Import JSON Lines as if on `today` (computed fields as of that day).
-async fn load<S: ContractStore>(store: &S, lines: &str, today: NaiveDate) {
-    import(
-        store,
-        BufReader::new(lines.as_bytes()),
-        &ParseDefaults {
-            time_zone: chrono_tz::UTC,
-        },
-        noon(today),
-        |_| {},
-    )
-    .await
-    .unwrap_or_else(|error| panic!("test import failed: {error:?}"));
 }
 
 fn options(batch_size: u32) -> SweepOptions {

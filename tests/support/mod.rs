@@ -19,13 +19,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use contractd::contract::record::{read_record, ParseDefaults};
 use contractd::contract::Contract;
 use contractd::storage::sqlite::SqliteSettings;
 use contractd::storage::{
     redact_url, ContractStore, PostgresSettings, PostgresStore, SqliteStore, Statements,
 };
+use contractd::transfer::import;
 use futures::FutureExt;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tempfile::TempDir;
@@ -423,4 +424,26 @@ pub async fn all_contracts<S: ContractStore>(store: &S) -> Vec<Contract> {
         }
     }
     contracts
+}
+
+/// Noon UTC on `day`: an instant within that business date in UTC and in the zones the tests
+/// use around it.
+pub fn noon(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).expect("noon"))
+}
+
+/// Import JSON Lines as if on `today` (computed fields as of that day); a failed import fails
+/// the test.
+pub async fn load<S: ContractStore>(store: &S, lines: &str, today: NaiveDate) {
+    import(
+        store,
+        std::io::BufReader::new(lines.as_bytes()),
+        &ParseDefaults {
+            time_zone: chrono_tz::UTC,
+        },
+        noon(today),
+        |_| {},
+    )
+    .await
+    .unwrap_or_else(|error| panic!("test import failed: {error:?}"));
 }
