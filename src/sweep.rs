@@ -341,8 +341,8 @@ pub async fn run_job<S: ContractStore>(
     .await;
     let now_ms = unix_ms(clock.now());
     let (status, error) = match &worked {
-        Ok(true) => (RunStatus::Succeeded, None),
-        Ok(false) => (RunStatus::Running, None),
+        Ok(RunEnd::Closed | RunEnd::Done) => (RunStatus::Succeeded, None),
+        Ok(RunEnd::Stopped) => (RunStatus::Running, None),
         Err(error) => (RunStatus::Failed, Some(error.to_string())),
     };
     report.outcome = match (&worked, status) {
@@ -350,10 +350,16 @@ pub async fn run_job<S: ContractStore>(
         (Ok(_), RunStatus::Running) => JobOutcome::Interrupted,
         _ => JobOutcome::Succeeded,
     };
-    if let Err(finish_error) = store
-        .finish_run(&claim, status, report.counts, error.as_deref(), now_ms)
-        .await
-    {
+    // A run whose last batch closed its ledger row is finished already.
+    let closed = matches!(worked, Ok(RunEnd::Closed));
+    let finished = if closed {
+        Ok(())
+    } else {
+        store
+            .finish_run(&claim, status, report.counts, error.as_deref(), now_ms)
+            .await
+    };
+    if let Err(finish_error) = finished {
         report.outcome = JobOutcome::Failed(format!(
             "{}closing the run failed: {finish_error}",
             error.map(|e| format!("{e}; ")).unwrap_or_default()
@@ -364,7 +370,17 @@ pub async fn run_job<S: ContractStore>(
     report
 }
 
-/// The batches of one claimed run. `Ok(true)`: done; `Ok(false)`: stopped for shutdown.
+/// How working through a run's batches ended.
+enum RunEnd {
+    /// Nothing is left and the last batch closed the ledger row in its own transaction.
+    Closed,
+    /// Nothing is left; the ledger row is still to be closed (no batch, or a full last one).
+    Done,
+    /// Stopped for shutdown before the end.
+    Stopped,
+}
+
+/// The batches of one claimed run.
 async fn work_through<S: ContractStore>(
     store: &S,
     clock: &dyn Clock,
@@ -373,7 +389,7 @@ async fn work_through<S: ContractStore>(
     shutdown: &Shutdown,
     lease_ms: i64,
     report: &mut JobReport,
-) -> Result<bool, StorageError> {
+) -> Result<RunEnd, StorageError> {
     let key = &claim.key;
     let mut cursor = claim.cursor;
     let read = |after: Option<BatchCursor>| {
@@ -386,12 +402,12 @@ async fn work_through<S: ContractStore>(
         )
     };
     if shutdown.is_requested() {
-        return Ok(false);
+        return Ok(RunEnd::Stopped);
     }
     let mut batch = read(cursor).await?;
     loop {
         if batch.is_empty() {
-            return Ok(true);
+            return Ok(RunEnd::Done);
         }
         let full = batch.len() >= options.batch_size as usize;
         let plan = plan_batch(batch, key, &options.policy, cursor);
@@ -409,6 +425,8 @@ async fn work_through<S: ContractStore>(
                     ..cumulative
                 },
                 lease_until_ms: now_ms.saturating_add(lease_ms),
+                // A batch that is not full took every due contract left: the run ends with it.
+                closes_run: !full,
             }),
             &changes,
             now_ms,
@@ -457,8 +475,8 @@ async fn work_through<S: ContractStore>(
         }
         match next {
             Some(next) => batch = next?,
-            None if full => return Ok(false),
-            None => return Ok(true),
+            None if full => return Ok(RunEnd::Stopped),
+            None => return Ok(RunEnd::Closed),
         }
     }
 }

@@ -222,10 +222,15 @@ pub struct BatchProgress<'a> {
     pub claim: &'a RunClaim,
     /// The cursor after this batch.
     pub cursor: Option<BatchCursor>,
-    /// Cumulative counts after this batch.
+    /// Cumulative counts after this batch, every change counted as applied (the store
+    /// counts the ones refused by their version guard as skipped instead).
     pub counts: RunCounts,
     /// The renewed lease end (Unix ms).
     pub lease_until_ms: i64,
+    /// This batch is the run's last (it was not full): the ledger row is closed as succeeded
+    /// in the batch's own transaction, so a run that fits in one batch commits once after its
+    /// claim instead of twice, and [`ContractStore::finish_run`] is not called for it.
+    pub closes_run: bool,
 }
 
 /// What a committed batch did.

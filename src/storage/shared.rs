@@ -9,8 +9,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::rows::{ClaimedRow, FeedEntry};
 use super::{
-    Attempt, AttemptResult, ClaimedDelivery, CommitOutcome, ContractChange, DeliveryStatus,
-    FeedEvent, FeedPosition, Requeue, RunStatus, Subscription,
+    Attempt, AttemptResult, BatchProgress, ClaimedDelivery, CommitOutcome, ContractChange,
+    DeliveryStatus, FeedEvent, FeedPosition, Requeue, RunCounts, RunStatus, Subscription,
 };
 use crate::contract::record::ContractRecord;
 use crate::contract::{Contract, ContractEvent, EventKind};
@@ -34,6 +34,50 @@ pub(crate) fn finish_timing(status: RunStatus, now_ms: i64) -> (i64, Option<i64>
         RunStatus::Succeeded => (now_ms, Some(now_ms)),
         RunStatus::Failed => (now_ms + RETRY_FAILED_RUN_AFTER_MS, Some(now_ms)),
         RunStatus::Running => (0, None),
+    }
+}
+
+/// What a batch writes into its ledger row, in the batch's transaction.
+pub(crate) struct LedgerProgress {
+    /// The cumulative counts, with the changes refused by their version guard (`conflicts`)
+    /// moved from changed to skipped.
+    pub counts: RunCounts,
+    /// `running`, or `succeeded` when the batch closes the run.
+    pub status: RunStatus,
+    /// The lease's end: renewed, or the closing instant.
+    pub lease_until_ms: i64,
+    /// When the run finished, if this batch closes it.
+    pub finished_at_ms: Option<i64>,
+}
+
+impl LedgerProgress {
+    /// The ledger columns after `progress`'s batch committed with `outcome`.
+    pub(crate) fn after(
+        progress: &BatchProgress<'_>,
+        outcome: CommitOutcome,
+        now_ms: i64,
+    ) -> LedgerProgress {
+        let counts = RunCounts {
+            changed: progress.counts.changed - outcome.conflicts,
+            skipped: progress.counts.skipped + outcome.conflicts,
+            ..progress.counts
+        };
+        if progress.closes_run {
+            let (lease_until_ms, finished_at_ms) = finish_timing(RunStatus::Succeeded, now_ms);
+            LedgerProgress {
+                counts,
+                status: RunStatus::Succeeded,
+                lease_until_ms,
+                finished_at_ms,
+            }
+        } else {
+            LedgerProgress {
+                counts,
+                status: RunStatus::Running,
+                lease_until_ms: progress.lease_until_ms,
+                finished_at_ms: None,
+            }
+        }
     }
 }
 
@@ -97,6 +141,16 @@ macro_rules! migrations {
                     "/migrations/",
                     $dialect,
                     "/0005_event_record_json.sql"
+                )),
+            ),
+            (
+                6,
+                "event record text",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0006_event_record_text.sql"
                 )),
             ),
         ])

@@ -22,7 +22,7 @@ use crate::storage::columns::{
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
     contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
-    IMPORT_CHUNK,
+    LedgerProgress, IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -656,13 +656,6 @@ impl EventArrays {
         if self.contract_id.is_empty() {
             return Ok(());
         }
-        let sent: Vec<(i64, String, String)> = self
-            .contract_id
-            .iter()
-            .zip(&self.contract_ref)
-            .zip(&self.transition_key)
-            .map(|((id, reference), key)| (*id, reference.clone(), key.clone()))
-            .collect();
         let records: Vec<Option<&str>> = self
             .record_of
             .iter()
@@ -672,19 +665,19 @@ impl EventArrays {
             "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
              details, transition_key, contract_record, run_id, recorded_at_ms) \
              SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
-             transition_key, contract_record::json, $9::text, $10::bigint \
+             transition_key, contract_record, $9::text, $10::bigint \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
              $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
              AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, \
              transition_key, contract_record, ord) ORDER BY ord",
         )
-        .bind(self.contract_id)
-        .bind(self.contract_ref)
-        .bind(self.kind)
-        .bind(self.effective_on)
-        .bind(self.line_ref)
-        .bind(self.details)
-        .bind(self.transition_key)
+        .bind(&self.contract_id)
+        .bind(&self.contract_ref)
+        .bind(&self.kind)
+        .bind(&self.effective_on)
+        .bind(&self.line_ref)
+        .bind(&self.details)
+        .bind(&self.transition_key)
         .bind(records)
         .bind(run_id)
         .bind(now_ms)
@@ -695,6 +688,14 @@ impl EventArrays {
             Err(sqlx::Error::Database(error))
                 if error.constraint() == Some(EVENT_KEY_CONSTRAINT) =>
             {
+                // What was sent, to name the event the violation is about.
+                let sent = self
+                    .contract_id
+                    .into_iter()
+                    .zip(self.contract_ref)
+                    .zip(self.transition_key)
+                    .map(|((id, reference), key)| (id, reference, key))
+                    .collect();
                 Err(duplicate_transition(
                     error.message(),
                     error.try_downcast_ref(),
@@ -891,17 +892,21 @@ impl PostgresStore {
         let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
         events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
+            let ledger = LedgerProgress::after(&progress, outcome, now_ms);
             let advanced = sqlx::query(
                 "UPDATE job_runs SET cursor_due = $1, cursor_id = $2, examined = $3, \
-                 changed = $4, skipped = $5, batches = batches + 1, lease_until_ms = $6 \
-                 WHERE id = $7 AND run_id = $8 AND status = 'running'",
+                 changed = $4, skipped = $5, batches = batches + 1, lease_until_ms = $6, \
+                 status = $7, finished_at_ms = $8 \
+                 WHERE id = $9 AND run_id = $10 AND status = 'running'",
             )
             .bind(progress.cursor.map(|cursor| cursor.due))
             .bind(progress.cursor.map(|cursor| cursor.id))
-            .bind(progress.counts.examined)
-            .bind(progress.counts.changed)
-            .bind(progress.counts.skipped)
-            .bind(progress.lease_until_ms)
+            .bind(ledger.counts.examined)
+            .bind(ledger.counts.changed)
+            .bind(ledger.counts.skipped)
+            .bind(ledger.lease_until_ms)
+            .bind(ledger.status.as_str())
+            .bind(ledger.finished_at_ms)
             .bind(progress.claim.row_id)
             .bind(&progress.claim.run_id)
             .execute(&mut *tx)

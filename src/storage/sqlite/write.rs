@@ -21,7 +21,7 @@ use crate::storage::columns::{
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
     contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
-    IMPORT_CHUNK,
+    LedgerProgress, IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -99,7 +99,7 @@ static INSERT_CHILDREN_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
 });
 
 /// The values bound per event, in the order of [`INSERT_EVENTS_SQL`]'s rows.
-const EVENT_VALUES: usize = 8;
+const EVENT_VALUES: usize = 10;
 
 /// Events go in statements of these many rows (a batch's events as a sum of them, largest
 /// first), so that at most this many statements are ever prepared.
@@ -107,23 +107,22 @@ const EVENT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Per entry of [`EVENT_CHUNKS`]: the insert of that many events in row order, each unless its
 /// contract has its transition key already; the ones inserted come back. Unlike the other
-/// batch writes, events are bound value by value (`?1` the run, `?2` the time, then
-/// [`EVENT_VALUES`] per event): each carries the contract's export record, a kilobyte or more
+/// batch writes, events are bound value by value ([`EVENT_VALUES`] per event, the run and
+/// the time repeated in each): each carries the contract's export record, a kilobyte or more
 /// of JSON text that would otherwise be escaped into the batch's JSON array, parsed by SQLite
 /// and extracted again.
+///
+/// The parameters are anonymous (`?`), not numbered (`?NNN`): sqlx asks SQLite the name of
+/// every parameter it binds, and SQLite finds a numbered parameter's name by walking the list
+/// of all of them, so with 1,026 numbered parameters binding was quadratic (7% of a SQLite
+/// sweep's instructions in `sqlite3_bind_parameter_name`); anonymous ones have no name to look
+/// up.
 static INSERT_EVENTS_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let row = format!("({})", vec!["?"; EVENT_VALUES].join(", "));
     EVENT_CHUNKS
         .iter()
         .map(|&rows| {
-            let values: Vec<String> = (0..rows)
-                .map(|row| {
-                    let first = 3 + row * EVENT_VALUES;
-                    let params: Vec<String> = (first..first + EVENT_VALUES)
-                        .map(|index| format!("?{index}"))
-                        .collect();
-                    format!("({}, ?1, ?2)", params.join(", "))
-                })
-                .collect();
+            let values = vec![row.as_str(); rows];
             format!(
                 "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, \
                  line_ref, details, transition_key, contract_record, run_id, recorded_at_ms) \
@@ -367,9 +366,7 @@ impl EventRows {
             };
             let (chunk, after) = rest.split_at(EVENT_CHUNKS[position]);
             rest = after;
-            let mut query = sqlx::query(&INSERT_EVENTS_SQL[position])
-                .bind(run_id)
-                .bind(now_ms);
+            let mut query = sqlx::query(&INSERT_EVENTS_SQL[position]);
             for row in chunk {
                 query = query
                     .bind(row.contract_id)
@@ -379,7 +376,9 @@ impl EventRows {
                     .bind(row.line_ref.as_deref())
                     .bind(row.details.as_str())
                     .bind(row.transition_key.as_str())
-                    .bind(row.record.map(|index| self.records[index].as_str()));
+                    .bind(row.record.map(|index| self.records[index].as_str()))
+                    .bind(run_id)
+                    .bind(now_ms);
             }
             let rows = query.fetch_all(&mut **tx).await?;
             if rows.len() == chunk.len() {
@@ -577,17 +576,20 @@ impl SqliteStore {
         let run_id = progress.as_ref().map(|p| p.claim.run_id.as_str());
         events.insert(&mut tx, run_id, now_ms).await?;
         if let Some(progress) = progress {
+            let ledger = LedgerProgress::after(&progress, outcome, now_ms);
             let advanced = sqlx::query(
                 "UPDATE job_runs SET cursor_due = ?, cursor_id = ?, examined = ?, changed = ?, \
-                 skipped = ?, batches = batches + 1, lease_until_ms = ? \
-                 WHERE id = ? AND run_id = ? AND status = 'running'",
+                 skipped = ?, batches = batches + 1, lease_until_ms = ?, status = ?, \
+                 finished_at_ms = ? WHERE id = ? AND run_id = ? AND status = 'running'",
             )
             .bind(progress.cursor.map(|cursor| format_date(cursor.due)))
             .bind(progress.cursor.map(|cursor| cursor.id))
-            .bind(progress.counts.examined)
-            .bind(progress.counts.changed)
-            .bind(progress.counts.skipped)
-            .bind(progress.lease_until_ms)
+            .bind(ledger.counts.examined)
+            .bind(ledger.counts.changed)
+            .bind(ledger.counts.skipped)
+            .bind(ledger.lease_until_ms)
+            .bind(ledger.status.as_str())
+            .bind(ledger.finished_at_ms)
             .bind(progress.claim.row_id)
             .bind(&progress.claim.run_id)
             .execute(&mut *tx)

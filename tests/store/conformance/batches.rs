@@ -23,6 +23,7 @@ crate::both_databases! {
         commit_batch_treats_a_renamed_contract_as_a_conflict,
         commit_batch_rolls_back_the_whole_batch_on_a_duplicate_transition,
         commit_batch_advances_the_ledger,
+        a_closing_batch_finishes_the_run_counting_conflicts_as_skipped,
     ],
 }
 
@@ -550,6 +551,87 @@ async fn commit_batch_advances_the_ledger<S: ContractStore>(store: S) {
         .await
         .expect("finish");
     // A finished run takes no more batches.
+    match store
+        .commit_batch(Some(progress(&run, None, counts(3, 1, 1))), &[], NOW + 8)
+        .await
+    {
+        Err(StorageError::LeaseLost { run_id }) => assert_eq!(run_id, run.run_id),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+}
+
+/// The last batch of a run closes its ledger row in its own transaction, and the ledger counts
+/// a change refused by its version guard as skipped, not changed.
+async fn a_closing_batch_finishes_the_run_counting_conflicts_as_skipped<S: ContractStore>(
+    store: S,
+) {
+    insert(
+        &store,
+        vec![
+            plain("CLOSE-1", "UTC", Some("2024-03-31")),
+            plain("CLOSE-2", "UTC", Some("2024-04-30")),
+        ],
+    )
+    .await;
+    let key = run_key(Job::Expire, "UTC", "2024-07-01");
+    let run = claim(&store, &key, "worker-1", NOW).await;
+    let (one, contract_one) = load(&store, "CLOSE-1").await;
+    let (two, contract_two) = load(&store, "CLOSE-2").await;
+    // Another process changes CLOSE-2 after this run read it: its change becomes a conflict.
+    let mut elsewhere = contract_two.clone();
+    elsewhere.customer = "changed elsewhere".to_string();
+    store
+        .commit_batch(None, &[change(&two, elsewhere, vec![])], NOW + 1)
+        .await
+        .expect("the other process's change");
+
+    let mut closing = progress(
+        &run,
+        Some(BatchCursor {
+            due: date("2024-04-30"),
+            id: two.id,
+        }),
+        counts(2, 2, 0),
+    );
+    closing.closes_run = true;
+    let outcome = store
+        .commit_batch(
+            Some(closing),
+            &[
+                change(
+                    &one,
+                    contract_one,
+                    vec![event(EventKind::Expired, Some("expire:2024-03-31"))],
+                ),
+                change(
+                    &two,
+                    contract_two,
+                    vec![event(EventKind::Expired, Some("expire:2024-04-30"))],
+                ),
+            ],
+            NOW + 5,
+        )
+        .await
+        .expect("closing batch");
+    assert_eq!(
+        outcome,
+        CommitOutcome {
+            applied: 1,
+            conflicts: 1
+        }
+    );
+    let runs = store.runs(10).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].counts, counts(2, 1, 1));
+    assert_eq!(runs[0].batches, 1);
+    assert_eq!(runs[0].finished_at_ms, Some(NOW + 5));
+    // Closed: never claimed again, and no further batch is taken.
+    assert!(store
+        .claim_run(&key, "worker-2", NOW + 10 * super::LEASE, super::LEASE)
+        .await
+        .expect("claim")
+        .is_none());
     match store
         .commit_batch(Some(progress(&run, None, counts(3, 1, 1))), &[], NOW + 8)
         .await

@@ -202,6 +202,7 @@ pub(crate) fn progress(
         cursor,
         counts,
         lease_until_ms: NOW + 10 * LEASE,
+        closes_run: false,
     }
 }
 
