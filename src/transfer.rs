@@ -12,7 +12,8 @@ use std::io::BufRead;
 use chrono::{DateTime, Utc};
 
 use crate::clock::{business_date, unix_ms};
-use crate::contract::record::{read_record, ContractRecord, InvalidContract, ParseDefaults};
+use crate::contract::export::ExportRecord;
+use crate::contract::record::{read_record, InvalidContract, ParseDefaults};
 use crate::contract::LeadTimes;
 use crate::lifecycle::reminders::reschedule;
 use crate::storage::{ContractImport, ContractStore, NewContract, StorageError};
@@ -294,7 +295,7 @@ pub async fn export<S: ContractStore, W: std::io::Write>(
         |loaded: crate::storage::LoadedContract, out: &mut W| -> Result<(), ExportError> {
             match loaded.contract {
                 Ok(contract) => {
-                    serde_json::to_writer(&mut *out, &ContractRecord::from_contract(&contract))
+                    serde_json::to_writer(&mut *out, &ExportRecord(&contract))
                         .map_err(std::io::Error::from)?;
                     out.write_all(b"\n")?;
                     written += 1;

@@ -5,6 +5,7 @@
 //! checks every rule of docs/rules.md §3.3 and never touches I/O.
 
 pub mod event;
+pub mod export;
 pub mod record;
 pub mod reminder;
 

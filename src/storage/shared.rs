@@ -12,7 +12,7 @@ use super::{
     Attempt, AttemptResult, BatchProgress, ClaimedDelivery, CommitOutcome, ContractChange,
     DeliveryStatus, FeedEvent, FeedPosition, Requeue, RunCounts, RunStatus, Subscription,
 };
-use crate::contract::record::ContractRecord;
+use crate::contract::export::ExportRecord;
 use crate::contract::{Contract, ContractEvent, EventKind};
 
 /// How many contracts one import statement inserts: large enough that a statement's round
@@ -249,7 +249,7 @@ pub(crate) const ENDPOINT_GONE_REASON: &str = "410 Gone";
 pub(crate) fn contract_record_json(contract: &Contract) -> Option<String> {
     // A record is plain data with string keys: serialising it cannot fail. Were it ever to,
     // the event is still recorded, without a snapshot (as events older than the outbox).
-    serde_json::to_string(&ContractRecord::from_contract(contract)).ok()
+    serde_json::to_string(&ExportRecord(contract)).ok()
 }
 
 /// Now, by this process's clock (Unix ms), for the one write that is given no instant: the

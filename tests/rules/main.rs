@@ -11,5 +11,6 @@ mod billing_properties;
 mod calendar;
 mod calendar_properties;
 mod calendar_vs_postgres;
+mod export;
 mod lifecycle;
 mod reminders;
