@@ -118,7 +118,7 @@ const EVENT_CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 /// sweep's instructions in `sqlite3_bind_parameter_name`); anonymous ones have no name to look
 /// up.
 static INSERT_EVENTS_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let row = format!("({})", vec!["?"; EVENT_VALUES].join(", "));
+    let row = format!("({})", ["?"; EVENT_VALUES].join(", "));
     EVENT_CHUNKS
         .iter()
         .map(|&rows| {
