@@ -709,124 +709,142 @@ impl Outcome {
             due["any"],
             100.0 * seconds(&due["any"]) / args.contracts as f64
         );
-        let _ = writeln!(
-            out,
-            "\n| job | examined | changed | run time s | contracts/s |\n|---|---:|---:|---:|---:|"
-        );
-        for job in Job::ALL {
-            let entry = &sweep["jobs"][job.as_str()];
+        // A phase left out by `--phases` has no figures (null): its lines are left out too,
+        // rather than printed as NaN or as a failed comparison.
+        if !sweep.is_null() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.0} |",
-                job.as_str(),
-                entry["examined"],
-                entry["changed"],
-                seconds(&entry["seconds"]),
-                seconds(&entry["changed"]) / seconds(&entry["seconds"])
+                "\n| job | examined | changed | run time s | contracts/s |\n|---|---:|---:|---:|---:|"
+            );
+            for job in Job::ALL {
+                let entry = &sweep["jobs"][job.as_str()];
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.2} | {:.0} |",
+                    job.as_str(),
+                    entry["examined"],
+                    entry["changed"],
+                    seconds(&entry["seconds"]),
+                    seconds(&entry["changed"]) / seconds(&entry["seconds"])
+                );
+            }
+            let _ = writeln!(
+                out,
+                "| **whole sweep, wall time** ({} runs, {} zones at a time) | {} | {} | {:.2} | {:.0} |",
+                sweep["runs"],
+                // SQLite has one writer: the store sweeps one zone at a time.
+                match self.backend {
+                    Backend::Sqlite => 1,
+                    Backend::Postgres => args.parallel_zones,
+                },
+                sweep["examined"],
+                sweep["changed"],
+                seconds(&sweep["seconds"]),
+                seconds(&sweep["changed"]) / seconds(&sweep["seconds"])
+            );
+            let _ = writeln!(
+                out,
+                "(a job's run time is the sum of its runs' durations; runs of zones swept at once \
+                 overlap, so these add up to more than the wall time)"
             );
         }
-        let _ = writeln!(
-            out,
-            "| **whole sweep, wall time** ({} runs, {} zones at a time) | {} | {} | {:.2} | {:.0} |",
-            sweep["runs"],
-            // SQLite has one writer: the store sweeps one zone at a time.
-            match self.backend {
-                Backend::Sqlite => 1,
-                Backend::Postgres => args.parallel_zones,
-            },
-            sweep["examined"],
-            sweep["changed"],
-            seconds(&sweep["seconds"]),
-            seconds(&sweep["changed"]) / seconds(&sweep["seconds"])
-        );
-        let _ = writeln!(
-            out,
-            "(a job's run time is the sum of its runs' durations; runs of zones swept at once \
-             overlap, so these add up to more than the wall time)"
-        );
         let compared = &json["compared"];
-        let compared_sweep = seconds(&compared["seconds"]);
-        let compared_changed = seconds(&compared["changed"]);
-        let _ = writeln!(
-            out,
-            "\nexecute_cancellations + expire ({compared_changed:.0} contracts):\n\
-             | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|"
-        );
-        let floor_seconds = seconds(&floor["seconds"]);
-        let rows_seconds = seconds(&rows["estimated_seconds"]);
-        let _ = writeln!(
-            out,
-            "| floor (set-based SQL) | {:.2} | {:.0} | sweep/floor = {:.2} |",
-            floor_seconds,
-            seconds(&floor["changed"]) / floor_seconds,
-            compared_sweep / floor_seconds
-        );
-        let _ = writeln!(
-            out,
-            "| sweep (sweep_due of these two jobs, wall time) | {:.2} | {:.0} | |",
-            compared_sweep,
-            compared_changed / compared_sweep
-        );
-        let _ = writeln!(
-            out,
-            "| row-at-a-time{} | {:.2} | {:.0} | row/sweep = {:.1} |",
-            if rows["extrapolated"].as_bool().unwrap_or(false) {
-                format!(
-                    " (sample of {}, extrapolated)",
-                    rows["sampled"].as_u64().unwrap_or(0)
-                )
-            } else {
-                String::new()
-            },
-            rows_seconds,
-            seconds(&rows["candidates"]) / rows_seconds,
-            rows_seconds / compared_sweep
-        );
-        let _ = writeln!(
-            out,
-            "\nfloor per job: execute_cancellations {:.2} s ({} contracts), expire {:.2} s ({} \
-             contracts); floor made the same transitions as the sweep: {}",
-            seconds(&floor["jobs"]["execute_cancellations"]["seconds"]),
-            floor["jobs"]["execute_cancellations"]["changed"],
-            seconds(&floor["jobs"]["expire"]["seconds"]),
-            floor["jobs"]["expire"]["changed"],
-            if json["floor_matches_sweep"]["same"].as_bool() == Some(true) {
-                "yes".to_string()
-            } else {
-                format!("NO: {}", json["floor_matches_sweep"]["differences"])
+        if !compared.is_null() {
+            let compared_sweep = seconds(&compared["seconds"]);
+            let compared_changed = seconds(&compared["changed"]);
+            let _ = writeln!(
+                out,
+                "\nexecute_cancellations + expire ({compared_changed:.0} contracts):\n\
+                 | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|"
+            );
+            let floor_seconds = seconds(&floor["seconds"]);
+            let rows_seconds = seconds(&rows["estimated_seconds"]);
+            if !floor.is_null() {
+                let _ = writeln!(
+                    out,
+                    "| floor (set-based SQL) | {:.2} | {:.0} | sweep/floor = {:.2} |",
+                    floor_seconds,
+                    seconds(&floor["changed"]) / floor_seconds,
+                    compared_sweep / floor_seconds
+                );
             }
-        );
+            let _ = writeln!(
+                out,
+                "| sweep (sweep_due of these two jobs, wall time) | {:.2} | {:.0} | |",
+                compared_sweep,
+                compared_changed / compared_sweep
+            );
+            if !rows.is_null() {
+                let _ = writeln!(
+                    out,
+                    "| row-at-a-time{} | {:.2} | {:.0} | row/sweep = {:.1} |",
+                    if rows["extrapolated"].as_bool().unwrap_or(false) {
+                        format!(
+                            " (sample of {}, extrapolated)",
+                            rows["sampled"].as_u64().unwrap_or(0)
+                        )
+                    } else {
+                        String::new()
+                    },
+                    rows_seconds,
+                    seconds(&rows["candidates"]) / rows_seconds,
+                    rows_seconds / compared_sweep
+                );
+            }
+        }
+        if !floor.is_null() {
+            let _ = writeln!(
+                out,
+                "\nfloor per job: execute_cancellations {:.2} s ({} contracts), expire {:.2} s ({} \
+                 contracts); floor made the same transitions as the sweep: {}",
+                seconds(&floor["jobs"]["execute_cancellations"]["seconds"]),
+                floor["jobs"]["execute_cancellations"]["changed"],
+                seconds(&floor["jobs"]["expire"]["seconds"]),
+                floor["jobs"]["expire"]["changed"],
+                if json["floor_matches_sweep"]["same"].as_bool() == Some(true) {
+                    "yes".to_string()
+                } else if json["floor_matches_sweep"].is_null() {
+                    "not checked (the sweep phase did not run)".to_string()
+                } else {
+                    format!("NO: {}", json["floor_matches_sweep"]["differences"])
+                }
+            );
+        }
         let expire = &json["expire"];
         let minimal = &json["minimal"];
-        let _ = writeln!(
-            out,
-            "\nexpire alone against the minimal-schema floor (issue 16):\n\
-             | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|\n\
-             | minimal floor (`floor_contracts` + `floor_events`, 2 statements) | {:.3} | {:.0} | \
-             expire/minimal = {:.2} |\n\
-             | sweep of expire (`sweep_due`, wall time; peak RSS {:.1} MiB) | {:.3} | {:.0} | |",
-            seconds(&minimal["seconds"]),
-            seconds(&minimal["changed"]) / seconds(&minimal["seconds"]),
-            seconds(&expire["seconds"]) / seconds(&minimal["seconds"]),
-            mib(&expire["peak_kib"]),
-            seconds(&expire["seconds"]),
-            seconds(&expire["changed"]) / seconds(&expire["seconds"]),
-        );
-        let _ = writeln!(
-            out,
-            "sweep peak RSS: {:.1} MiB (batch size {})",
-            mib(&sweep["peak_kib"]),
-            args.batch_size
-        );
-        let _ = writeln!(
-            out,
-            "no-op tick (zones + ledger, no contract read): median {:.2} ms, min {:.2} ms, max \
-             {:.2} ms over {} ticks",
-            seconds(&sweep["noop_ms"]["median"]),
-            seconds(&sweep["noop_ms"]["min"]),
-            seconds(&sweep["noop_ms"]["max"]),
-            args.ticks
-        );
+        if !expire.is_null() && !minimal.is_null() {
+            let _ = writeln!(
+                out,
+                "\nexpire alone against the minimal-schema floor (issue 16):\n\
+                 | approach | s | contracts/s | ratio |\n|---|---:|---:|---:|\n\
+                 | minimal floor (`floor_contracts` + `floor_events`, 2 statements) | {:.3} | {:.0} | \
+                 expire/minimal = {:.2} |\n\
+                 | sweep of expire (`sweep_due`, wall time; peak RSS {:.1} MiB) | {:.3} | {:.0} | |",
+                seconds(&minimal["seconds"]),
+                seconds(&minimal["changed"]) / seconds(&minimal["seconds"]),
+                seconds(&expire["seconds"]) / seconds(&minimal["seconds"]),
+                mib(&expire["peak_kib"]),
+                seconds(&expire["seconds"]),
+                seconds(&expire["changed"]) / seconds(&expire["seconds"]),
+            );
+        }
+        if !sweep.is_null() {
+            let _ = writeln!(
+                out,
+                "sweep peak RSS: {:.1} MiB (batch size {})",
+                mib(&sweep["peak_kib"]),
+                args.batch_size
+            );
+            let _ = writeln!(
+                out,
+                "no-op tick (zones + ledger, no contract read): median {:.2} ms, min {:.2} ms, max \
+                 {:.2} ms over {} ticks",
+                seconds(&sweep["noop_ms"]["median"]),
+                seconds(&sweep["noop_ms"]["min"]),
+                seconds(&sweep["noop_ms"]["max"]),
+                args.ticks
+            );
+        }
         out
     }
 }
