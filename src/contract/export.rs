@@ -13,7 +13,7 @@
 //! [`ContractRecord::from_contract`]: super::record::ContractRecord::from_contract
 //! [`ContractRecord::parse`]: super::record::ContractRecord::parse
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
@@ -21,7 +21,7 @@ use super::{
     BillingDocument, BillingSchedule, Cancellation, ChangeRequest, Contract, LeadTimes, Line,
     Renewal, SentReminder,
 };
-use crate::contract::record::format_date;
+use crate::contract::record::{date_digits, format_date};
 
 /// A contract as its export record, borrowed: `serde_json::to_string(&ExportRecord(&c))`.
 #[derive(Clone, Copy)]
@@ -33,27 +33,12 @@ struct Day(NaiveDate);
 
 impl Serialize for Day {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let date = self.0;
-        match u32::try_from(date.year()) {
-            Ok(year) if year <= 9999 => {
-                let digit = |value: u32| b'0' + (value % 10) as u8;
-                let bytes = [
-                    digit(year / 1000),
-                    digit(year / 100),
-                    digit(year / 10),
-                    digit(year),
-                    b'-',
-                    digit(date.month() / 10),
-                    digit(date.month()),
-                    b'-',
-                    digit(date.day() / 10),
-                    digit(date.day()),
-                ];
-                // Ten ASCII digits and dashes.
-                let text = std::str::from_utf8(&bytes).unwrap_or_default();
-                serializer.serialize_str(text)
+        match date_digits(self.0) {
+            // Ten ASCII digits and dashes: always UTF-8.
+            Some(digits) => {
+                serializer.serialize_str(std::str::from_utf8(&digits).unwrap_or_default())
             }
-            _ => serializer.serialize_str(&format_date(date)),
+            None => serializer.serialize_str(&format_date(self.0)),
         }
     }
 }

@@ -424,28 +424,31 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
 /// instructions went there). Years outside 0–9999, which `parse_date` never produces, fall
 /// back to chrono's own form.
 pub fn format_date(date: NaiveDate) -> String {
-    let year = date.year();
-    let Ok(year) = u32::try_from(year) else {
-        return date.format("%Y-%m-%d").to_string();
-    };
-    if year > 9999 {
-        return date.format("%Y-%m-%d").to_string();
+    match date_digits(date) {
+        Some(digits) => digits.iter().map(|&byte| char::from(byte)).collect(),
+        None => date.format("%Y-%m-%d").to_string(),
     }
-    let digit = |value: u32| char::from(b'0' + (value % 10) as u8);
-    let mut text = String::with_capacity(10);
-    text.extend([
+}
+
+/// A date in years 0–9999 as its ten ASCII bytes `YYYY-MM-DD`, without allocating; `None`
+/// outside those years (see [`format_date`], and the export record's writer).
+pub(crate) fn date_digits(date: NaiveDate) -> Option<[u8; 10]> {
+    let year = u32::try_from(date.year())
+        .ok()
+        .filter(|&year| year <= 9999)?;
+    let digit = |value: u32| b'0' + (value % 10) as u8;
+    Some([
         digit(year / 1000),
         digit(year / 100),
         digit(year / 10),
         digit(year),
-        '-',
+        b'-',
         digit(date.month() / 10),
         digit(date.month()),
-        '-',
+        b'-',
         digit(date.day() / 10),
         digit(date.day()),
-    ]);
-    text
+    ])
 }
 
 impl ContractRecord {
