@@ -28,6 +28,10 @@ pub(crate) enum SqlType {
     Bool,
     /// A JSON document, read back as text on both dialects.
     Json,
+    /// Bytes (PostgreSQL's `bytea`, a SQLite blob), read back as bytes on both dialects; on
+    /// SQLite a value stored as text is read as its bytes. The event's contract record
+    /// (`packed_record.rs`).
+    Bytes,
     /// The id of the transaction that wrote a row (PostgreSQL's `xid8`), read back as a
     /// 64-bit integer; SQLite has none and reads 0.
     Transaction,
@@ -49,7 +53,7 @@ impl Column {
     }
 }
 
-use SqlType::{Bool, Date, Integer, Json, Text, Transaction};
+use SqlType::{Bool, Bytes, Date, Integer, Json, Text, Transaction};
 
 /// The contract columns no write sets, read before [`ContractColumn::ALL`]'s.
 const CONTRACT_KEY_COLUMNS: [Column; 3] = [
@@ -148,7 +152,7 @@ pub(crate) const FEED_COLUMNS: [Column; 10] = [
     Column::new("effective_on", Date),
     Column::new("line_ref", Text),
     Column::new("details", Json),
-    Column::new("contract_record", Json),
+    Column::new("contract_record", Bytes),
     Column::new("recorded_at_ms", Integer),
 ];
 
@@ -249,6 +253,9 @@ pub(crate) trait Dialect {
     /// A JSON column as text.
     fn json_as_text(column: &str) -> Cow<'_, str>;
 
+    /// A bytes column as bytes, whatever a row stored in it.
+    fn as_bytes(column: &str) -> Cow<'_, str>;
+
     /// A transaction id column as a 64-bit integer.
     fn transaction_as_integer(column: &str) -> Cow<'_, str>;
 }
@@ -264,6 +271,7 @@ fn expression_as<D: Dialect>(sql_type: SqlType, expression: &str, alias: &str) -
     let expression = match sql_type {
         Date => D::date_as_text(expression),
         Json => D::json_as_text(expression),
+        Bytes => D::as_bytes(expression),
         Transaction => D::transaction_as_integer(expression),
         Integer | Text | Bool => Cow::Borrowed(expression),
     };
@@ -742,6 +750,10 @@ mod tests {
 
         fn json_as_text(column: &str) -> Cow<'_, str> {
             Cow::Owned(format!("{column}::text"))
+        }
+
+        fn as_bytes(column: &str) -> Cow<'_, str> {
+            Cow::Borrowed(column)
         }
 
         fn transaction_as_integer(column: &str) -> Cow<'_, str> {

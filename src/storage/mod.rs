@@ -11,6 +11,7 @@
 
 mod columns;
 mod outbox;
+mod packed_record;
 pub mod postgres;
 mod rows;
 mod shared;

@@ -11,6 +11,7 @@ use chrono::NaiveDate;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::columns::{ChildTable, DUE};
+use super::packed_record::unpack_record;
 use super::shared::run_status;
 use super::{
     Backlog, BatchCursor, DeliveryRecord, DeliveryStatus, EndpointState, FeedEvent, FeedPosition,
@@ -30,6 +31,8 @@ pub(crate) trait StoredRow {
     fn text(&self, column: &'static str) -> Result<String, sqlx::Error>;
     /// A nullable text column.
     fn optional_text(&self, column: &'static str) -> Result<Option<String>, sqlx::Error>;
+    /// A nullable bytes column.
+    fn optional_bytes(&self, column: &'static str) -> Result<Option<Vec<u8>>, sqlx::Error>;
     /// An integer column.
     fn integer(&self, column: &'static str) -> Result<i64, sqlx::Error>;
     /// A nullable integer column.
@@ -45,6 +48,7 @@ where
     R: Row,
     &'static str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
 {
@@ -53,6 +57,10 @@ where
     }
 
     fn optional_text(&self, column: &'static str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn optional_bytes(&self, column: &'static str) -> Result<Option<Vec<u8>>, sqlx::Error> {
         self.try_get(column)
     }
 
@@ -547,6 +555,17 @@ pub(crate) fn feed_event(row: &impl StoredRow) -> Result<FeedEvent, StorageError
             value: effective_on,
         });
     };
+    let contract = match row.optional_bytes("contract_record")? {
+        None => None,
+        Some(stored) => Some(json_value(unpack_record(stored).map_err(|error| {
+            StorageError::InvalidValue {
+                table: "contract_events",
+                column: "contract_record",
+                row: format!("id {} (contract '{contract_ref}')", position.id),
+                value: format!("a record that cannot be unpacked: {error}"),
+            }
+        })?)),
+    };
     Ok(FeedEvent {
         position,
         contract_id: row.integer("contract_id")?,
@@ -555,7 +574,7 @@ pub(crate) fn feed_event(row: &impl StoredRow) -> Result<FeedEvent, StorageError
         effective_on: date,
         line_ref: row.optional_text("line_ref")?,
         details: json_value(row.text("details")?),
-        contract: row.optional_text("contract_record")?.map(json_value),
+        contract,
         recorded_at_ms: row.integer("recorded_at_ms")?,
     })
 }

@@ -12,7 +12,6 @@ use super::{
     Attempt, AttemptResult, BatchProgress, ClaimedDelivery, CommitOutcome, ContractChange,
     DeliveryStatus, FeedEvent, FeedPosition, Requeue, RunCounts, RunStatus, Subscription,
 };
-use crate::contract::export::ExportRecord;
 use crate::contract::{Contract, ContractEvent, EventKind};
 
 /// How many contracts one import statement inserts: large enough that a statement's round
@@ -153,6 +152,16 @@ macro_rules! migrations {
                     "/0006_event_record_text.sql"
                 )),
             ),
+            (
+                7,
+                "event record packed",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0007_event_record_packed.sql"
+                )),
+            ),
         ])
     };
 }
@@ -243,14 +252,6 @@ pub(crate) fn imported_event(contract: &Contract, imported_on: NaiveDate) -> Con
 
 /// Why an endpoint that answered 410 Gone is disabled.
 pub(crate) const ENDPOINT_GONE_REASON: &str = "410 Gone";
-
-/// The export record of a contract as stored with each event of a change (`contract_record`):
-/// serialised once per change, shared by its events.
-pub(crate) fn contract_record_json(contract: &Contract) -> Option<String> {
-    // A record is plain data with string keys: serialising it cannot fail. Were it ever to,
-    // the event is still recorded, without a snapshot (as events older than the outbox).
-    serde_json::to_string(&ExportRecord(contract)).ok()
-}
 
 /// Now, by this process's clock (Unix ms), for the one write that is given no instant: the
 /// creation time of an endpoint row first seen when it is enabled.

@@ -25,6 +25,7 @@ use crate::support::{self, date, RawDb};
 crate::both_databases! {
     store_and_raw: [
         the_snapshot_is_written_with_each_event_of_an_import_a_batch_and_an_action,
+        a_record_stored_as_text_before_packing_reads_as_it_was_and_a_damaged_one_names_its_event,
         the_feed_is_in_id_order_resumes_after_a_position_and_filters_kinds,
         fan_out_creates_deliveries_of_subscribed_kinds_and_advances_the_cursor,
         a_new_endpoint_starts_at_the_head_of_the_feed,
@@ -205,6 +206,53 @@ async fn change_with<S: ContractStore>(
         .expect("commit_batch");
     assert_eq!(outcome.applied, 1);
     contract
+}
+
+/// Records are stored packed (migration 0007). A record written before as JSON text still reads
+/// back as that JSON; one that cannot be unpacked fails the read with an error naming the event
+/// and the column, not with a panic or a made-up record.
+async fn a_record_stored_as_text_before_packing_reads_as_it_was_and_a_damaged_one_names_its_event<
+    S,
+>(
+    store: S,
+    raw: RawDb,
+) where
+    S: ContractStore + OutboxStore,
+{
+    let contract = plain("OLD", "UTC", Some("2024-12-31"));
+    insert(&store, vec![contract.clone()]).await;
+    let text = record(&contract).to_string();
+    let as_stored = match raw {
+        RawDb::Sqlite(_) => format!("'{text}'"),
+        RawDb::Postgres(_) => format!("convert_to('{text}', 'UTF8')"),
+    };
+    let changed = raw
+        .execute(&format!(
+            "UPDATE contract_events SET contract_record = {as_stored} WHERE contract_ref = 'OLD'"
+        ))
+        .await;
+    assert_eq!(changed, 1);
+    let events = feed(&store, &raw, None).await;
+    assert_eq!(events[0].contract, Some(record(&contract)));
+
+    // The tag of a format this version does not know.
+    let damaged = match raw {
+        RawDb::Sqlite(_) => "X'09000000'",
+        RawDb::Postgres(_) => "'\\x09000000'::bytea",
+    };
+    raw.execute(&format!(
+        "UPDATE contract_events SET contract_record = {damaged} WHERE contract_ref = 'OLD'"
+    ))
+    .await;
+    let error = store
+        .feed(None, &[], ALL)
+        .await
+        .expect_err("an unreadable record is an error")
+        .to_string();
+    assert!(
+        error.contains("contract_record") && error.contains("'OLD'") && error.contains("tag 9"),
+        "{error}"
+    );
 }
 
 async fn the_snapshot_is_written_with_each_event_of_an_import_a_batch_and_an_action<S>(

@@ -30,6 +30,10 @@ impl Dialect for PostgresDialect {
         Cow::Owned(format!("{column}::text"))
     }
 
+    fn as_bytes(column: &str) -> Cow<'_, str> {
+        Cow::Borrowed(column)
+    }
+
     fn transaction_as_integer(column: &str) -> Cow<'_, str> {
         // `xid8` has no cast to bigint; its text is the number.
         Cow::Owned(format!("{column}::text::bigint"))

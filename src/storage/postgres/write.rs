@@ -19,10 +19,10 @@ use crate::storage::columns::{
     select_list, ChangedParts, ChildTable, Column, ColumnValue, ContractColumn, ContractValues,
     SqlType, CLAIM_COLUMNS,
 };
+use crate::storage::packed_record::pack_record;
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
-    contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
-    LedgerProgress, IMPORT_CHUNK,
+    finish_timing, imported_event, outcome, rounds, transition_key, LedgerProgress, IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -116,6 +116,7 @@ fn pg_type(sql_type: SqlType) -> &'static str {
         SqlType::Date => "date",
         SqlType::Bool => "boolean",
         SqlType::Json => "jsonb",
+        SqlType::Bytes => "bytea",
         SqlType::Transaction => "xid8",
     }
 }
@@ -144,11 +145,13 @@ impl ColumnArray {
         match column.sql_type() {
             SqlType::Date => ColumnArray::Date(Vec::with_capacity(capacity)),
             SqlType::Bool => ColumnArray::Bool(Vec::with_capacity(capacity)),
-            // No contract column a write sets is an integer, JSON or a transaction id; text
-            // holds any value.
-            SqlType::Text | SqlType::Integer | SqlType::Json | SqlType::Transaction => {
-                ColumnArray::Text(Vec::with_capacity(capacity))
-            }
+            // No contract column a write sets is an integer, JSON, bytes or a transaction id;
+            // text holds any value.
+            SqlType::Text
+            | SqlType::Integer
+            | SqlType::Json
+            | SqlType::Bytes
+            | SqlType::Transaction => ColumnArray::Text(Vec::with_capacity(capacity)),
         }
     }
 
@@ -606,8 +609,10 @@ struct EventArrays {
     details: Vec<String>,
     /// `transition_key`: unique per contract.
     transition_key: Vec<String>,
-    /// The export records of the changes, as JSON text, each serialised once.
-    records: Vec<String>,
+    /// The export records of the changes, packed (`packed_record.rs`), each serialised once.
+    records: Vec<Vec<u8>>,
+    /// Scratch space the records are serialised in.
+    json: Vec<u8>,
     /// `contract_record`: per event, its change's entry in `records` (none when the record
     /// could not be serialised).
     record_of: Vec<Option<usize>>,
@@ -627,7 +632,7 @@ impl EventArrays {
             return;
         }
         let contract_ref = contract.reference.as_str();
-        let record = contract_record_json(contract).map(|record| {
+        let record = pack_record(contract, &mut self.json).map(|record| {
             self.records.push(record);
             self.records.len() - 1
         });
@@ -656,10 +661,10 @@ impl EventArrays {
         if self.contract_id.is_empty() {
             return Ok(());
         }
-        let records: Vec<Option<&str>> = self
+        let records: Vec<Option<&[u8]>> = self
             .record_of
             .iter()
-            .map(|record| record.map(|index| self.records[index].as_str()))
+            .map(|record| record.map(|index| self.records[index].as_slice()))
             .collect();
         let inserted = sqlx::query(
             "INSERT INTO contract_events (contract_id, contract_ref, kind, effective_on, line_ref, \
@@ -667,7 +672,7 @@ impl EventArrays {
              SELECT contract_id, contract_ref, kind, effective_on, line_ref, details::jsonb, \
              transition_key, contract_record, $9::text, $10::bigint \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::date[], $5::text[], \
-             $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
+             $6::text[], $7::text[], $8::bytea[]) WITH ORDINALITY \
              AS e(contract_id, contract_ref, kind, effective_on, line_ref, details, \
              transition_key, contract_record, ord) ORDER BY ord",
         )

@@ -32,6 +32,11 @@ impl Dialect for SqliteDialect {
         Cow::Borrowed(column)
     }
 
+    fn as_bytes(column: &str) -> Cow<'_, str> {
+        // Records written before migration 0007 are text; a blob is what the decoder reads.
+        Cow::Owned(format!("CAST({column} AS BLOB)"))
+    }
+
     fn transaction_as_integer(_column: &str) -> Cow<'_, str> {
         // One writer at a time: the id alone is in commit order.
         Cow::Borrowed("0")

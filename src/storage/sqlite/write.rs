@@ -18,10 +18,10 @@ use crate::storage::columns::{
     select_list, ChangedParts, ChildTable, ColumnValue, ContractColumn, ContractValues,
     CLAIM_COLUMNS,
 };
+use crate::storage::packed_record::pack_record;
 use crate::storage::rows::{run_claim, StoredRow};
 use crate::storage::shared::{
-    contract_record_json, finish_timing, imported_event, outcome, rounds, transition_key,
-    LedgerProgress, IMPORT_CHUNK,
+    finish_timing, imported_event, outcome, rounds, transition_key, LedgerProgress, IMPORT_CHUNK,
 };
 use crate::storage::{
     BatchProgress, CommitOutcome, ContractChange, ContractImport, NewContract, RunClaim, RunCounts,
@@ -315,8 +315,10 @@ struct EventRow {
 struct EventRows {
     /// The events, in order.
     rows: Vec<EventRow>,
-    /// The export records of the changes, as JSON text, each serialised once.
-    records: Vec<String>,
+    /// The export records of the changes, packed (`packed_record.rs`), each serialised once.
+    records: Vec<Vec<u8>>,
+    /// Scratch space the records are serialised in.
+    json: Vec<u8>,
 }
 
 impl EventRows {
@@ -332,7 +334,7 @@ impl EventRows {
         if events.is_empty() {
             return;
         }
-        let record = contract_record_json(contract).map(|record| {
+        let record = pack_record(contract, &mut self.json).map(|record| {
             self.records.push(record);
             self.records.len() - 1
         });
@@ -376,7 +378,7 @@ impl EventRows {
                     .bind(row.line_ref.as_deref())
                     .bind(row.details.as_str())
                     .bind(row.transition_key.as_str())
-                    .bind(row.record.map(|index| self.records[index].as_str()))
+                    .bind(row.record.map(|index| self.records[index].as_slice()))
                     .bind(run_id)
                     .bind(now_ms);
             }
