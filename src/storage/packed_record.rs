@@ -69,7 +69,8 @@ pub(crate) fn pack_record(contract: &Contract, buffer: &mut Vec<u8>) -> Option<V
     Some(pack(buffer))
 }
 
-/// `json` packed as [`LZ4_V1`].
+/// `json` packed as [`LZ4_V1`], or kept as plain JSON text when it cannot be (too long for
+/// the reader, or the compressor failed): either reads back the same.
 fn pack(json: &[u8]) -> Vec<u8> {
     // A record longer than the reader unpacks is kept as plain text: it reads back either way.
     let Some(length) = u32::try_from(json.len())
